@@ -1,0 +1,426 @@
+"""Wireless channel physics: unit conversions, path loss, SNR -> rate, fading and coherence time.
+
+Network side only: numpy, scipy and the standard library (never torch).
+
+Conventions
+-----------
+* Every quantity carries its unit in its name (``_m``, ``_hz``, ``_w``, ``_dbm``, ``_db``, ``_s``,
+  ``_bps``); ``_linear`` marks a dimensionless power ratio.
+* Formulas are small pure functions; each cites its source in its docstring.
+* Random draws are separate functions that take a ``numpy.random.Generator``; nothing here touches a
+  global random state.
+* The numeric functions accept floats or numpy arrays (broadcasting); a scalar input gives a
+  Python ``float`` back, an array input gives an array back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.special
+
+__all__ = [
+    "SPEED_OF_LIGHT_MPS",
+    "PATH_LOSS_MODELS",
+    "FADING_KINDS",
+    "dbm_to_w",
+    "w_to_dbm",
+    "db_to_linear",
+    "linear_to_db",
+    "noise_power_w",
+    "path_loss_macro_db",
+    "path_loss_free_space_db",
+    "path_loss_db",
+    "snr_linear",
+    "shannon_rate_bps",
+    "uplink_rate_bps",
+    "rayleigh_ergodic_capacity_bps",
+    "rayleigh_outage_probability",
+    "coherence_time_s",
+    "draw_shadowing_db",
+    "draw_fading_power",
+    "BlockFading",
+]
+
+SPEED_OF_LIGHT_MPS = 299_792_458.0
+"""Speed of light in vacuum, m/s (exact, SI definition)."""
+
+PATH_LOSS_MODELS = ("macro-128.1-37.6", "free-space")
+FADING_KINDS = ("none", "rayleigh", "rician")
+
+_MIN_DISTANCE_M = 1.0
+# Tolerance (in units of one block) used to put a time lying on a block boundary into the new block.
+_BLOCK_EDGE_TOL = 1e-9
+# Fading blocks are drawn in chunks of this many blocks (see BlockFading).
+_BLOCK_CHUNK = 4096
+_BLOCK_CACHE_CHUNKS = 16
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+def _out(x: np.ndarray) -> Any:
+    """Return a Python float for a 0-d result, the array otherwise."""
+    x = np.asarray(x)
+    return float(x) if x.ndim == 0 else x
+
+
+def _as_float_array(x: Any, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a real number or an array of real numbers, got {x!r}") from exc
+    if np.any(np.isnan(arr)):
+        raise ValueError(f"{name} must not be NaN, got {x!r}")
+    return arr
+
+
+def _nonnegative(x: Any, name: str) -> np.ndarray:
+    arr = _as_float_array(x, name)
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be >= 0, got {x!r}")
+    return arr
+
+
+def _positive(x: Any, name: str) -> np.ndarray:
+    arr = _as_float_array(x, name)
+    if np.any(arr <= 0):
+        raise ValueError(f"{name} must be > 0, got {x!r}")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------------
+# unit conversions
+# --------------------------------------------------------------------------------------------------
+def dbm_to_w(p_dbm: float) -> float:
+    """Power in dBm -> watts: ``P_W = 10^(P_dBm/10) / 1000`` (definition of the dBm)."""
+    return _out(10.0 ** (_as_float_array(p_dbm, "p_dbm") / 10.0) / 1000.0)
+
+
+def w_to_dbm(p_w: float) -> float:
+    """Power in watts -> dBm: ``10 log10(1000 P_W)``; 0 W gives -inf dBm (definition of the dBm)."""
+    arr = _nonnegative(p_w, "p_w (power in watts)")
+    with np.errstate(divide="ignore"):
+        return _out(10.0 * np.log10(arr * 1000.0))
+
+
+def db_to_linear(x_db):
+    """Power ratio in dB -> linear: ``10^(x/10)``."""
+    return _out(10.0 ** (_as_float_array(x_db, "x_db") / 10.0))
+
+
+def linear_to_db(x):
+    """Linear power ratio -> dB: ``10 log10(x)``; 0 gives -inf dB."""
+    arr = _nonnegative(x, "x (linear power ratio)")
+    with np.errstate(divide="ignore"):
+        return _out(10.0 * np.log10(arr))
+
+
+def noise_power_w(noise_density_dbm_hz: float, bandwidth_hz: float) -> float:
+    """Thermal noise power over a band: ``N = N0 * B`` with ``N0`` given in dBm/Hz.
+
+    E.g. -174 dBm/Hz (kT at 290 K) over 1 MHz is -114 dBm ~ 3.98e-15 W.
+    """
+    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
+    n0_w_per_hz = np.asarray(dbm_to_w(noise_density_dbm_hz))
+    return _out(n0_w_per_hz * b)
+
+
+# --------------------------------------------------------------------------------------------------
+# path loss
+# --------------------------------------------------------------------------------------------------
+def _distance_m(d_m: Any) -> np.ndarray:
+    d = _nonnegative(d_m, "d_m (distance in metres)")
+    return np.maximum(d, _MIN_DISTANCE_M)
+
+
+def path_loss_macro_db(d_m):
+    """Macro-cell path loss ``128.1 + 37.6 log10(d_km)`` dB.
+
+    Source: 3GPP TR 36.814 V9.0.0, Table A.2.1.1.2-3 (macro cell, 2 GHz carrier), the model used by
+    Yang et al. (IEEE TWC 2021) and Chen et al. (IEEE TWC 2021). ``d_m`` is clamped to >= 1 m.
+    """
+    d_km = _distance_m(d_m) / 1000.0
+    return _out(128.1 + 37.6 * np.log10(d_km))
+
+
+def path_loss_free_space_db(d_m, carrier_hz):
+    """Free-space path loss ``20 log10(4 pi d f / c)`` dB (Friis transmission equation, isotropic
+    antennas). ``d_m`` is clamped to >= 1 m."""
+    d = _distance_m(d_m)
+    f = _positive(carrier_hz, "carrier_hz")
+    return _out(20.0 * np.log10(4.0 * math.pi * d * f / SPEED_OF_LIGHT_MPS))
+
+
+def path_loss_db(model: str, d_m, carrier_hz):
+    """Dispatch to a path-loss model by name: ``"macro-128.1-37.6"`` (3GPP TR 36.814, carrier
+    ignored) or ``"free-space"`` (Friis)."""
+    if model == "macro-128.1-37.6":
+        return path_loss_macro_db(d_m)
+    if model == "free-space":
+        return path_loss_free_space_db(d_m, carrier_hz)
+    raise ValueError(f"unknown path-loss model {model!r}; expected one of {list(PATH_LOSS_MODELS)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# SNR and rates
+# --------------------------------------------------------------------------------------------------
+def snr_linear(tx_power_w, channel_gain_linear, noise_density_w_per_hz, bandwidth_hz):
+    """Received SNR ``p g / (N0 B)`` (linear). ``B = 0`` gives ``inf`` (or 0 if ``p g = 0``).
+
+    Source: standard FDMA uplink model, Yang et al. IEEE TWC 2021, eq. for ``r_k``.
+    """
+    p = _nonnegative(tx_power_w, "tx_power_w")
+    g = _nonnegative(channel_gain_linear, "channel_gain_linear")
+    n0 = _nonnegative(noise_density_w_per_hz, "noise_density_w_per_hz")
+    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
+    signal = p * g
+    noise = n0 * b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(signal == 0, 0.0, signal / noise)
+    return _out(snr)
+
+
+def shannon_rate_bps(bandwidth_hz, snr_linear):
+    """Shannon capacity ``B log2(1 + snr)`` bit/s (Shannon 1948). ``B = 0`` gives 0."""
+    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
+    s = _nonnegative(snr_linear, "snr_linear")
+    with np.errstate(invalid="ignore"):
+        r = np.where(b == 0, 0.0, b * np.log2(1.0 + s))
+    return _out(r)
+
+
+def uplink_rate_bps(bandwidth_hz, tx_power_w, channel_gain_linear, noise_density_w_per_hz):
+    """FDMA uplink rate ``r = B log2(1 + p g / (N0 B))`` bit/s; ``B = 0`` gives 0.
+
+    Source: Yang et al., "Energy Efficient Federated Learning Over Wireless Communication Networks",
+    IEEE TWC 2021 (uplink rate of user k with bandwidth b_k).
+    """
+    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
+    p = _nonnegative(tx_power_w, "tx_power_w")
+    g = _nonnegative(channel_gain_linear, "channel_gain_linear")
+    n0 = _nonnegative(noise_density_w_per_hz, "noise_density_w_per_hz")
+    signal = p * g
+    noise = n0 * b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(signal == 0, 0.0, signal / noise)
+        r = np.where(b == 0, 0.0, b * np.log2(1.0 + snr))
+    return _out(r)
+
+
+def _exp_e1(x: np.ndarray) -> np.ndarray:
+    """``exp(x) E1(x)`` for x > 0, without overflow.
+
+    Direct ``exp(x) * scipy.special.exp1(x)`` for x < 700; beyond, the asymptotic series
+    ``(1/x) sum_k (-1)^k k! / x^k`` (Abramowitz & Stegun 5.1.51), truncated after k = 5
+    (relative error < 720/x^6 ~ 6e-15 at x = 700).
+    """
+    x = np.asarray(x, dtype=float)
+    out = np.empty_like(x)
+    small = x < 700.0
+    xs = x[small]
+    out[small] = np.exp(xs) * scipy.special.exp1(xs)
+    xl = x[~small]
+    inv = 1.0 / xl
+    series = 1.0 + inv * (-1.0 + inv * (2.0 + inv * (-6.0 + inv * (24.0 + inv * (-120.0)))))
+    out[~small] = inv * series
+    return out
+
+
+def rayleigh_ergodic_capacity_bps(bandwidth_hz, mean_snr_linear):
+    """Ergodic capacity of a Rayleigh-faded link with mean SNR ``rho``:
+    ``B E[log2(1 + rho |h|^2)] = B exp(1/rho) E1(1/rho) / ln 2`` bit/s, ``|h|^2 ~ Exp(1)``.
+
+    Source: e.g. Alouini & Goldsmith, IEEE TVT 1999 ("Capacity of Rayleigh fading channels under
+    different adaptive transmission ... techniques"), eq. (34); E1 via ``scipy.special.exp1``.
+    ``rho = 0`` or ``B = 0`` gives 0; ``rho = inf`` gives inf.
+    """
+    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
+    rho = _nonnegative(mean_snr_linear, "mean_snr_linear")
+    b, rho = np.broadcast_arrays(b, rho)
+    b = np.array(b, dtype=float)
+    rho = np.array(rho, dtype=float)
+    out = np.zeros(np.broadcast(b, rho).shape)
+    pos = (rho > 0) & (b > 0)
+    finite = pos & np.isfinite(rho)
+    out[finite] = b[finite] * _exp_e1(1.0 / rho[finite]) / math.log(2.0)
+    out[pos & ~np.isfinite(rho)] = math.inf
+    return _out(out)
+
+
+def rayleigh_outage_probability(rate_bps, bandwidth_hz, mean_snr_linear):
+    """Outage probability under Rayleigh fading:
+    ``P(B log2(1 + rho |h|^2) < R) = 1 - exp(-(2^(R/B) - 1) / rho)``.
+
+    Source: Tse & Viswanath, "Fundamentals of Wireless Communication" (2005), sec. 5.4.1.
+    ``R = 0`` gives 0; ``R > 0`` with ``B = 0`` or ``rho = 0`` gives 1.
+    """
+    r = _nonnegative(rate_bps, "rate_bps")
+    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
+    rho = _nonnegative(mean_snr_linear, "mean_snr_linear")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        threshold = np.expm1(np.log(2.0) * r / b)  # 2^(R/B) - 1, exact for small R/B
+        p = -np.expm1(-threshold / rho)
+        p = np.where(r == 0, 0.0, p)
+        p = np.where((r > 0) & ((b == 0) | (rho == 0)), 1.0, p)
+    return _out(np.clip(p, 0.0, 1.0))
+
+
+def coherence_time_s(speed_mps: float, carrier_hz: float) -> float:
+    """Coherence time ``T_c = 0.423 / f_D`` with maximum Doppler ``f_D = v f / c``.
+
+    Source: Rappaport, "Wireless Communications: Principles and Practice", 2nd ed., eq. (5.40.c)
+    (geometric mean of the 50%-correlation and 1/f_D rules). Speed 0 gives ``math.inf``.
+    """
+    v = float(_nonnegative(speed_mps, "speed_mps"))
+    f = float(_positive(carrier_hz, "carrier_hz"))
+    if v == 0.0:
+        return math.inf
+    f_doppler_hz = v * f / SPEED_OF_LIGHT_MPS
+    return 0.423 / f_doppler_hz
+
+
+# --------------------------------------------------------------------------------------------------
+# random draws
+# --------------------------------------------------------------------------------------------------
+def _check_rng(rng: Any) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def draw_shadowing_db(rng: np.random.Generator, sigma_db: float, size=None):
+    """Log-normal shadowing in dB: ``X ~ N(0, sigma_db^2)``.
+
+    The standard normal draws are always consumed (also for ``sigma_db = 0``, which returns zeros), so
+    that changing sigma does not shift the rest of the random stream (common random numbers).
+    """
+    _check_rng(rng)
+    sigma = float(_nonnegative(sigma_db, "sigma_db"))
+    z = rng.standard_normal(size)
+    if sigma == 0.0:
+        return 0.0 if size is None else np.zeros(np.shape(z))
+    x = sigma * z
+    return float(x) if size is None else x
+
+
+def draw_fading_power(rng: np.random.Generator, kind: str, size=None, rician_k_db: float = 0.0):
+    """Small-scale fading power gain ``|h|^2`` with unit mean.
+
+    * ``"none"``: 1 (no draw is consumed).
+    * ``"rayleigh"``: ``|h|^2 ~ Exp(1)`` (h ~ CN(0, 1)).
+    * ``"rician"``: ``h = sqrt(K/(K+1)) + sqrt(1/(K+1)) CN(0, 1)``, ``K = 10^(rician_k_db/10)``
+      (Goldsmith, "Wireless Communications" 2005, sec. 3.2.1); ``E|h|^2 = 1``.
+    """
+    _check_rng(rng)
+    if kind == "none":
+        return 1.0 if size is None else np.ones(size)
+    if kind == "rayleigh":
+        x = rng.standard_exponential(size)
+        return float(x) if size is None else x
+    if kind == "rician":
+        k_db = float(_as_float_array(rician_k_db, "rician_k_db"))
+        k = 10.0 ** (k_db / 10.0)
+        los = math.sqrt(k / (k + 1.0))
+        scatter = math.sqrt(1.0 / (k + 1.0))
+        shape = () if size is None else (size if isinstance(size, tuple) else (size,))
+        z = rng.standard_normal((2,) + tuple(shape)) * math.sqrt(0.5)  # CN(0,1): re, im ~ N(0, 1/2)
+        x = (los + scatter * z[0]) ** 2 + (scatter * z[1]) ** 2
+        return float(x) if size is None else x
+    raise ValueError(f"unknown fading kind {kind!r}; expected one of {list(FADING_KINDS)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# block fading
+# --------------------------------------------------------------------------------------------------
+class BlockFading:
+    """Block fading on one link: the power gain |h|^2 is constant within a block of length
+    coherence_time_s and i.i.d. across blocks. Blocks are drawn lazily in index order from the link's
+    own Generator, so the realisation never depends on the order or the times at which it is queried
+    (common random numbers).
+
+    Implementation: at construction one 63-bit key is drawn from ``rng``. Blocks are drawn in chunks of
+    ``_BLOCK_CHUNK`` consecutive blocks; chunk ``c`` comes from ``default_rng([key, c])`` and is drawn in
+    block order. Any block can thus be regenerated exactly on demand, memory stays bounded (a small
+    cache of chunks) even for long runs with short coherence times, and the gain of block ``k`` depends
+    only on ``rng``'s state at construction and on ``k``.
+
+    A time lying exactly on a block boundary ``t = k Tc`` belongs to block ``k`` (the new block); a
+    tolerance of ``1e-9`` block is applied so that float round-off in ``k * Tc`` does not put it back in
+    block ``k - 1``. ``next_boundary_s(t) > t`` always.
+    """
+
+    def __init__(self, kind: str, coherence_time_s: float, rng: np.random.Generator,
+                 rician_k_db: float = 0.0):
+        if kind not in FADING_KINDS:
+            raise ValueError(f"unknown fading kind {kind!r}; expected one of {list(FADING_KINDS)}")
+        tc = float(_positive(coherence_time_s, "coherence_time_s"))
+        _check_rng(rng)
+        self.kind = kind
+        self.coherence_time_s = tc
+        self.rician_k_db = float(_as_float_array(rician_k_db, "rician_k_db"))
+        self._static = kind == "none" or math.isinf(tc)
+        self._key = int(rng.integers(0, 2**63 - 1))
+        self._chunks: dict[int, np.ndarray] = {}
+        self._static_gain: float | None = None
+        if kind == "none":
+            self._static_gain = 1.0
+        elif math.isinf(tc):
+            # a single block for the whole run
+            self._static_gain = float(self._chunk(0)[0])
+
+    def _check_t(self, t_s: float) -> float:
+        t = float(t_s)
+        if math.isnan(t) or t < 0:
+            raise ValueError(f"t_s must be a time >= 0 s, got {t_s!r}")
+        return t
+
+    def block_index(self, t_s: float) -> int:
+        """Index of the block containing ``t_s``: ``floor(t / Tc)`` (with a 1e-9-block tolerance at
+        boundaries); 0 if the kind is ``"none"`` or ``Tc`` is infinite."""
+        t = self._check_t(t_s)
+        if self._static or math.isinf(t):
+            return 0
+        tc = self.coherence_time_s
+        k = math.floor(t / tc + _BLOCK_EDGE_TOL)
+        # guard against round-off at very large t / Tc: the block must end strictly after t
+        while (k + 1) * tc <= t:
+            k += 1
+        return int(k)
+
+    def _chunk(self, c: int) -> np.ndarray:
+        chunk = self._chunks.get(c)
+        if chunk is None:
+            gen = np.random.default_rng([self._key, c])
+            chunk = np.asarray(draw_fading_power(gen, self.kind, size=_BLOCK_CHUNK,
+                                                 rician_k_db=self.rician_k_db))
+            if len(self._chunks) >= _BLOCK_CACHE_CHUNKS:
+                self._chunks.pop(next(iter(self._chunks)))  # evict the oldest chunk
+            self._chunks[c] = chunk
+        return chunk
+
+    def block_gain(self, k: int) -> float:
+        """|h|^2 of block ``k`` (k >= 0)."""
+        if k < 0:
+            raise ValueError(f"block index must be >= 0, got {k}")
+        if self._static_gain is not None:
+            return self._static_gain
+        c, i = divmod(int(k), _BLOCK_CHUNK)
+        return float(self._chunk(c)[i])
+
+    def gain(self, t_s: float) -> float:
+        """|h|^2 of the block containing ``t_s`` (1.0 for ``"none"``)."""
+        return self.block_gain(self.block_index(t_s))
+
+    def next_boundary_s(self, t_s: float) -> float:
+        """Start time of the next block strictly after ``t_s``; ``math.inf`` for ``"none"`` or
+        infinite ``Tc``."""
+        t = self._check_t(t_s)
+        if self._static or math.isinf(t):
+            return math.inf
+        return (self.block_index(t) + 1) * self.coherence_time_s
+
+    def __repr__(self) -> str:
+        return (f"BlockFading(kind={self.kind!r}, coherence_time_s={self.coherence_time_s!r}, "
+                f"rician_k_db={self.rician_k_db!r})")

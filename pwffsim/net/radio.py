@@ -1,0 +1,197 @@
+"""How a cell shares its band among the transfers active at each instant (SimPy).
+
+A :class:`SharedBand` holds the transfers in flight on one band of one cell.  With ``shared=True``
+(the uplink) the band is split by FDMA into equal shares among the active transfers, so transfer k
+gets ``b = B / n`` and rate ``b log2(1 + p g_k / (N0 b))`` (Yang et al., IEEE TWC 2021).  With
+``shared=False`` (the downlink broadcast of the global model) each receiver decodes the whole band at
+its own SNR.
+
+Rates are piecewise constant.  They are recomputed whenever a transfer starts, ends, is cancelled,
+whenever any link's gain changes (a fading block ends, a position sample moves), and whenever a
+battery empties; between two such instants every transfer's remaining bits fall linearly, and the
+remaining bits carry over across every change.  The device's battery is drained at ``drain_power_w``
+while its transfer is active; a transfer whose battery empties stops at that exact instant with
+status ``dropped``.
+
+Never imports torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import simpy
+
+from .channel import uplink_rate_bps
+from .device import Battery
+
+_REL_EPS = 1e-12
+
+
+def _never(_t: float) -> float:
+    return math.inf
+
+
+@dataclass(eq=False)
+class Transfer:
+    """One transfer (upload or download) of ``bits`` by one device.
+
+    ``gain(t)`` is the linear power gain of the link at time t (path loss, shadowing and fading),
+    constant between ``t`` and ``next_change_s(t)``.
+    """
+
+    device: int
+    bits: float
+    snr_power_w: float
+    drain_power_w: float
+    battery: Battery
+    gain: Callable[[float], float]
+    next_change_s: Callable[[float], float] = _never
+    # Filled in by the band:
+    bits_left: float = field(init=False)
+    t_start_s: float = field(init=False, default=math.nan)
+    t_end_s: float = field(init=False, default=math.nan)
+    energy_j: float = field(init=False, default=0.0)
+    status: str = field(init=False, default="active")
+    rate_bps: float = field(init=False, default=0.0)
+    done: Optional[simpy.Event] = field(init=False, default=None)
+    _t_finish: float = field(init=False, default=math.inf)
+    _t_empty: float = field(init=False, default=math.inf)
+
+    def __post_init__(self) -> None:
+        if not (self.bits >= 0 and math.isfinite(self.bits)):
+            raise ValueError(f"transfer bits must be finite and >= 0, got {self.bits}")
+        self.bits_left = float(self.bits)
+
+    @property
+    def duration_s(self) -> float:
+        return self.t_end_s - self.t_start_s
+
+    @property
+    def bits_sent(self) -> float:
+        return self.bits - self.bits_left
+
+    @property
+    def mean_rate_bps(self) -> float:
+        d = self.duration_s
+        return self.bits_sent / d if d > 0 else 0.0
+
+
+class SharedBand:
+    """One band of one cell, shared by FDMA among active transfers (or broadcast, unshared)."""
+
+    def __init__(self, env: simpy.Environment, bandwidth_hz: float, noise_density_w_per_hz: float,
+                 shared: bool = True, name: str = ""):
+        if bandwidth_hz <= 0:
+            raise ValueError(f"bandwidth_hz must be > 0, got {bandwidth_hz}")
+        self.env = env
+        self.bandwidth_hz = float(bandwidth_hz)
+        self.noise_density_w_per_hz = float(noise_density_w_per_hz)
+        self.shared = shared
+        self.name = name
+        self.active: list[Transfer] = []
+        self._t_last = env.now
+        self._wake: simpy.Event = env.event()
+        self.rate_updates = 0  # how many times rates were recomputed (diagnostics)
+        env.process(self._run())
+
+    # ---------------------------------------------------------------- public
+    def start(self, tr: Transfer) -> simpy.Event:
+        """Begin ``tr`` now; the returned event fires (value ``tr``) when it ends for any reason."""
+        self._settle()
+        tr.t_start_s = self.env.now
+        tr.done = self.env.event()
+        tr.status = "active"
+        if tr.bits_left <= 0:
+            self._finish(tr, "ok")
+            return tr.done
+        self.active.append(tr)
+        self._poke()
+        return tr.done
+
+    def cancel(self, tr: Transfer, status: str = "late") -> None:
+        """Stop ``tr`` now (e.g. the round deadline passed): bits sent so far are lost."""
+        if tr.status != "active":
+            return
+        self._settle()
+        if tr.status != "active":  # it ended exactly now
+            return
+        self.active.remove(tr)
+        self._finish(tr, status)
+        self._poke()
+
+    def share_hz(self, n_active: int) -> float:
+        """Bandwidth of each active transfer (Hz): equal FDMA shares, or the whole band if unshared."""
+        return self.bandwidth_hz / n_active if (self.shared and n_active > 0) else self.bandwidth_hz
+
+    # ---------------------------------------------------------------- internals
+    def _poke(self) -> None:
+        if not self._wake.triggered:
+            self._wake.succeed()
+
+    def _finish(self, tr: Transfer, status: str) -> None:
+        tr.status = status
+        tr.t_end_s = self.env.now
+        tr.rate_bps = tr.mean_rate_bps
+        if status == "ok":
+            tr.bits_left = 0.0
+        tr.done.succeed(tr)
+
+    def _settle(self) -> None:
+        """Account bits and energy of every active transfer from the last update to now, and end the
+        transfers whose last bit or last joule falls at now."""
+        now = self.env.now
+        dt = now - self._t_last
+        self._t_last = now
+        if not self.active:
+            return
+        ended: list[tuple[Transfer, str]] = []
+        for tr in self.active:
+            tol = _REL_EPS * max(1.0, abs(now))
+            empties = tr._t_empty <= now + tol
+            finishes = tr._t_finish <= now + tol
+            if empties and not (finishes and tr._t_finish <= tr._t_empty):
+                # The battery ran out before the last bit: it stops at exactly t_empty.
+                tr.energy_j += tr.battery.drain_all()
+                tr.bits_left = max(0.0, tr.bits_left - tr.rate_bps * dt)
+                ended.append((tr, "dropped"))
+                continue
+            e = tr.drain_power_w * dt
+            tr.energy_j += tr.battery.draw(e)
+            if finishes:
+                ended.append((tr, "ok"))
+            else:
+                tr.bits_left = max(0.0, tr.bits_left - tr.rate_bps * dt)
+        for tr, status in ended:
+            self.active.remove(tr)
+            self._finish(tr, status)
+
+    def _reschedule(self) -> float:
+        """Recompute every active rate at now; return the time of the next change."""
+        now = self.env.now
+        self.rate_updates += 1
+        b = self.share_hz(len(self.active))
+        t_next = math.inf
+        for tr in self.active:
+            r = uplink_rate_bps(b, tr.snr_power_w, tr.gain(now), self.noise_density_w_per_hz)
+            tr.rate_bps = r
+            tr._t_finish = now + tr.bits_left / r if r > 0 else math.inf
+            tr._t_empty = now + tr.battery.time_to_empty_s(tr.drain_power_w)
+            t_next = min(t_next, tr._t_finish, tr._t_empty, tr.next_change_s(now))
+        return t_next
+
+    def _run(self):
+        env = self.env
+        while True:
+            if not self.active:
+                self._wake = env.event()
+                yield self._wake
+                continue
+            t_next = self._reschedule()
+            self._wake = env.event()
+            if math.isfinite(t_next):
+                yield env.timeout(max(0.0, t_next - env.now)) | self._wake
+            else:
+                yield self._wake
+            self._settle()

@@ -1,0 +1,318 @@
+"""The scenario schema: every knob of a run, its unit and its default.
+
+A scenario is one TOML file; :func:`load_scenario` validates it with pydantic and returns a
+:class:`Scenario` in which every default is filled in.  The field descriptions below are the
+documentation: ``pwffsim validate --reference`` and the README's reference table are generated
+from them.  Units are in the field names (``_hz``, ``_m``, ``_s``, ``_j``, ``_dbm``, ``_w``).
+
+Errors are raised as :class:`ScenarioError`, whose message is one line naming the file, the field
+path, what was expected and what was given.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ScenarioError(ValueError):
+    """A scenario file (or override) is malformed.  ``str(err)`` is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class CellConfig(_Section):
+    """One base station and the band it serves."""
+
+    id: str = Field("cell0", description="Cell identifier used in the traces.")
+    x_m: float = Field(0.0, description="Base-station x position (m).")
+    y_m: float = Field(0.0, description="Base-station y position (m).")
+    uplink_bandwidth_hz: float = Field(20e6, gt=0, description="Uplink band B shared by FDMA among active uploads (Hz).")
+    downlink_bandwidth_hz: float = Field(20e6, gt=0, description="Downlink band used to broadcast the global model (Hz).")
+    carrier_hz: float = Field(2e9, gt=0, description="Carrier frequency (Hz); used by free-space path loss and coherence time.")
+    bs_tx_power_dbm: float = Field(46.0, ge=-30, le=80, description="Base-station transmit power on the downlink (dBm).")
+    noise_density_dbm_hz: float = Field(-174.0, ge=-220, le=-100, description="Noise power spectral density N0 (dBm/Hz).")
+
+
+class DeviceProfileConfig(_Section):
+    """A class of device (phone, laptop, ...).  Devices draw a profile by ``share``."""
+
+    name: str = Field("phone", description="Profile name.")
+    share: float = Field(1.0, gt=0, description="Relative share of devices with this profile (normalised over profiles).")
+    cpu_hz: float = Field(2e9, gt=0, description="CPU frequency f used for training (Hz).")
+    flops_per_cycle: float = Field(8.0, gt=0, description="FLOPs retired per CPU cycle; cycles = FLOPs / flops_per_cycle.")
+    flops_per_s: Optional[float] = Field(
+        None, gt=0, description="Sustained training throughput (FLOP/s); compute time = FLOPs / flops_per_s. Default: cpu_hz x flops_per_cycle."
+    )
+    kappa: float = Field(1e-28, gt=0, description="Effective switched capacitance: compute energy = kappa x cycles x f^2 (J/cycle/Hz^2).")
+    tx_power_dbm: float = Field(23.0, ge=-30, le=40, description="Uplink transmit power p (dBm); transmit energy = p x upload time.")
+    rx_power_w: float = Field(0.1, ge=0, description="Power drawn while receiving the broadcast (W); download energy = rx_power_w x download time.")
+    battery_j: float = Field(500.0, ge=0, description="Energy available for federated training at the start (J).")
+
+    @property
+    def throughput_flops_per_s(self) -> float:
+        return self.flops_per_s if self.flops_per_s is not None else self.cpu_hz * self.flops_per_cycle
+
+
+class DevicesConfig(_Section):
+    """How many devices there are and where they stand."""
+
+    count: int = Field(10, ge=1, le=100_000, description="Number of devices (clients).")
+    placement: Literal["disc", "square", "explicit"] = Field(
+        "disc", description="'disc': uniform in a disc of radius_m around the first cell; 'square': uniform in a side_m square centred on it; 'explicit': positions_m."
+    )
+    radius_m: float = Field(250.0, gt=0, description="Disc radius for placement='disc' (m).")
+    side_m: float = Field(500.0, gt=0, description="Square side for placement='square' (m).")
+    min_distance_m: float = Field(10.0, ge=0, description="No device closer than this to the base station (m).")
+    positions_m: list[tuple[float, float]] = Field(
+        default_factory=list, description="Explicit [x, y] positions (m), one per device, for placement='explicit'."
+    )
+    profiles: list[DeviceProfileConfig] = Field(
+        default_factory=lambda: [DeviceProfileConfig()], min_length=1, description="Device profiles (see [[devices.profiles]])."
+    )
+
+    @model_validator(mode="after")
+    def _check_positions(self) -> "DevicesConfig":
+        if self.placement == "explicit" and len(self.positions_m) != self.count:
+            raise ValueError(
+                f"placement='explicit' needs exactly count={self.count} positions_m entries, got {len(self.positions_m)}"
+            )
+        if self.placement in ("disc", "square"):
+            limit = self.radius_m if self.placement == "disc" else self.side_m / 2
+            if self.min_distance_m >= limit:
+                raise ValueError(f"min_distance_m ({self.min_distance_m}) must be smaller than the placement area ({limit} m)")
+        return self
+
+
+class ChannelConfig(_Section):
+    """Large-scale and small-scale channel model."""
+
+    path_loss: Literal["macro-128.1-37.6", "free-space"] = Field(
+        "macro-128.1-37.6", description="Path-loss model: 128.1 + 37.6 log10(d_km) dB (3GPP TR 36.814 macro) or Friis free space."
+    )
+    shadowing_sigma_db: float = Field(8.0, ge=0, le=30, description="Log-normal shadowing standard deviation (dB); drawn once per link.")
+    fading: Literal["none", "rayleigh", "rician"] = Field("rayleigh", description="Block fading of the power gain |h|^2 (unit mean).")
+    rician_k_db: float = Field(6.0, ge=-30, le=40, description="Rician K-factor (dB), for fading='rician'.")
+    coherence_time_s: float = Field(0.05, gt=0, description="Fading block length (s): |h|^2 is constant within a block, i.i.d. across blocks.")
+
+
+class ModelConfig(_Section):
+    """The base causal LM and its LoRA wrapper."""
+
+    source: str = Field("builtin-tiny", description="'builtin-tiny' (shipped tiny GPT-2 pre-trained by pwffsim) or a local checkpoint directory for from_pretrained.")
+    lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank r.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout probability.")
+    target_modules: Optional[list[str]] = Field(None, description="Module names LoRA wraps; default per architecture (GPT-2: c_attn).")
+
+
+class DataConfig(_Section):
+    """Per-client data from the built-in generator."""
+
+    generator: Literal["builtin"] = Field("builtin", description="Data source: the built-in verifiable instruction generator.")
+    train_samples_per_client: int = Field(64, ge=1, description="Training samples per client (also its aggregation weight).")
+    eval_samples_per_client: int = Field(16, ge=1, description="Held-out samples per client.")
+    num_topics: int = Field(6, ge=1, description="Number of built-in topics used.")
+    dirichlet_alpha: float = Field(0.5, gt=0, description="Non-IID concentration: each client's topic mix ~ Dirichlet(alpha).")
+
+
+class FLConfig(_Section):
+    """Federated fine-tuning and the server's aggregation policy."""
+
+    rounds: int = Field(5, ge=1, description="Number of aggregation rounds.")
+    clients_per_round: int = Field(5, ge=1, description="Clients selected each round (uniformly at random among those with battery left).")
+    local_steps: int = Field(5, ge=1, description="Local optimiser steps per round.")
+    batch_size: int = Field(8, ge=1, description="Sequences per local step.")
+    seq_len: int = Field(32, ge=4, description="Tokens per sequence.")
+    learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate of the local update.")
+    eval_batches: int = Field(1, ge=0, description="Held-out batches evaluated after each local update (0: none).")
+    policy: Literal["sync", "deadline"] = Field("sync", description="'sync': wait for every selected client; 'deadline': aggregate what arrived by deadline_s.")
+    deadline_s: Optional[float] = Field(None, gt=0, description="Round deadline (s) after the broadcast starts, for policy='deadline'; stragglers are stopped and marked late.")
+    aggregation_time_s: float = Field(0.01, ge=0, description="Server time to aggregate the received updates (s).")
+
+    @model_validator(mode="after")
+    def _deadline(self) -> "FLConfig":
+        if self.policy == "deadline" and self.deadline_s is None:
+            raise ValueError("policy='deadline' needs deadline_s (s)")
+        return self
+
+
+class ExecutionConfig(_Section):
+    """Where real training runs.  Results do not depend on it."""
+
+    executor: Literal["inprocess", "process"] = Field("inprocess", description="'inprocess' or 'process' (a pool of worker processes).")
+    workers: int = Field(2, ge=1, le=256, description="Worker processes for executor='process'.")
+    torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per trainer (1 keeps results identical across executors).")
+
+
+class Scenario(_Section):
+    """A whole run."""
+
+    name: str = Field("default", description="Scenario name (for summaries).")
+    seed: int = Field(0, ge=0, description="Master seed; every random stream (placement, channel, selection, data, training) derives from it.")
+    cells: list[CellConfig] = Field(default_factory=lambda: [CellConfig()], min_length=1, description="Base stations ([[cells]]).")
+    devices: DevicesConfig = Field(default_factory=DevicesConfig)
+    channel: ChannelConfig = Field(default_factory=ChannelConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    fl: FLConfig = Field(default_factory=FLConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+
+    @field_validator("cells")
+    @classmethod
+    def _unique_cells(cls, cells: list[CellConfig]) -> list[CellConfig]:
+        ids = [c.id for c in cells]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"cell ids must be unique, got {ids}")
+        return cells
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Scenario":
+        if self.fl.clients_per_round > self.devices.count:
+            raise ValueError(
+                f"fl.clients_per_round ({self.fl.clients_per_round}) exceeds devices.count ({self.devices.count})"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overriding, dumping
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+    given = e.get("input")
+    given_s = repr(given)
+    if len(given_s) > 60:
+        given_s = given_s[:57] + "..."
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        return f"{source}: field '{loc}': unknown key (check spelling; see `pwffsim validate --reference`)"
+    if e["type"] == "missing":
+        return f"{source}: field '{loc}': required but missing"
+    return f"{source}: field '{loc}': {msg}; given {given_s}"
+
+
+def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise ScenarioError(_format_error(source, err)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; value is read as a TOML value, else taken as a string."""
+    if "=" not in text:
+        raise ScenarioError(f"--set '{text}': expected key=value (e.g. fl.rounds=3)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ScenarioError(f"--set '{text}': expected a dotted key such as fl.rounds")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            if isinstance(node, list):
+                try:
+                    node = node[int(part)]
+                except (ValueError, IndexError):
+                    raise ScenarioError(f"--set '{text}': '{'.'.join(path[:i+1])}' is not a valid list index") from None
+                continue
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, (dict, list)):
+                raise ScenarioError(f"--set '{text}': '{'.'.join(path[:i+1])}' is not a table")
+            node = nxt
+        if isinstance(node, list):
+            try:
+                node[int(path[-1])] = value
+            except (ValueError, IndexError):
+                raise ScenarioError(f"--set '{text}': '{path[-1]}' is not a valid list index") from None
+        else:
+            node[path[-1]] = value
+    return data
+
+
+def read_scenario_dict(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """Read a TOML file into a dict (``None``: the built-in default, an empty dict)."""
+    if path is None:
+        return {}, "<built-in default>"
+    p = Path(path)
+    source = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{source}: file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{source}: cannot read as a UTF-8 TOML file ({exc.__class__.__name__})") from None
+    try:
+        return tomllib.loads(text), source
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
+
+
+def load_scenario(path: str | Path | None = None, overrides: list[str] | None = None, seed: int | None = None) -> Scenario:
+    data, source = read_scenario_dict(path)
+    if overrides:
+        data = apply_overrides(data, list(overrides))
+    if seed is not None:
+        data["seed"] = seed
+    return scenario_from_dict(data, source)
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_drop_none(v) for v in obj]
+    if isinstance(obj, tuple):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+def dump_scenario_toml(scenario: Scenario) -> str:
+    """The resolved scenario (every default filled in) as TOML.  Unset optional knobs are omitted."""
+    import tomli_w
+
+    return tomli_w.dumps(_drop_none(scenario.model_dump(mode="python")))
+
+
+def reference_rows() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every knob, for the README and `validate --reference`."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            key = f"{prefix}{name}"
+            sub = None
+            origin_args = getattr(ann, "__args__", ())
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                sub = ann
+            elif origin_args and isinstance(origin_args[0], type) and issubclass(origin_args[0], BaseModel):
+                sub = origin_args[0]
+                key = f"{prefix}{name}[]"
+            if sub is not None:
+                walk(sub, key + ".")
+                continue
+            if field.default_factory is not None:
+                default = repr(field.default_factory())
+            else:
+                default = repr(field.default)
+            tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            rows.append((key, tname, default, field.description or ""))
+
+    walk(Scenario, "")
+    return rows

@@ -1,0 +1,132 @@
+"""The one writer of a run's traces.
+
+Tables (each written as ``NAME.parquet`` and ``NAME.csv`` into the run directory; the column order
+and types below are the stable schema, documented in the README):
+
+* ``events``  one row per timed activity
+* ``rounds``  one row per aggregation round
+* ``clients`` one row per selected client per round
+
+CSV rows are appended and flushed at the end of every round, so a run that is killed keeps every
+finished round; the Parquet files are written when the run ends.  Floats are written with ``repr``
+(shortest round-trip form), so the same run gives byte-identical files.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+# name -> [(column, arrow type, description)]
+SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
+    "events": [
+        ("t_start_s", pa.float64(), "simulated start time of the activity (s)"),
+        ("t_end_s", pa.float64(), "simulated end time (s)"),
+        ("round", pa.int64(), "round index (0-based)"),
+        ("client", pa.int64(), "device index; -1 for the server"),
+        ("cell", pa.string(), "cell id of the device ('' for the server)"),
+        ("kind", pa.string(), "download | compute | upload | aggregate | dropout"),
+        ("bytes", pa.int64(), "payload bytes of the transfer (0 for compute, aggregate, dropout)"),
+        ("rate_bps", pa.float64(), "mean rate over the activity: bits actually moved / duration (bit/s)"),
+        ("energy_j", pa.float64(), "device energy drawn by this activity (J)"),
+        ("battery_j", pa.float64(), "device battery after the activity (J); NaN for the server"),
+        ("status", pa.string(), "ok | late (stopped by the round deadline) | dropped (battery empty)"),
+    ],
+    "rounds": [
+        ("round", pa.int64(), "round index"),
+        ("t_start_s", pa.float64(), "simulated time the round started (selection and broadcast) (s)"),
+        ("t_end_s", pa.float64(), "simulated time the aggregation finished (s)"),
+        ("selected", pa.int64(), "clients selected"),
+        ("aggregated", pa.int64(), "clients whose update was aggregated"),
+        ("late", pa.int64(), "clients stopped by the deadline"),
+        ("dropped", pa.int64(), "clients whose battery emptied during the round"),
+        ("bytes_up", pa.int64(), "bytes of the uploads the server received in full"),
+        ("bytes_down", pa.int64(), "bytes of the broadcast delivered in full, summed over receivers"),
+        ("energy_j", pa.float64(), "device energy drawn during the round, all selected clients (J)"),
+        ("train_loss", pa.float64(), "sample-weighted mean local training loss of the aggregated clients (NaN if none)"),
+    ],
+    "clients": [
+        ("round", pa.int64(), "round index"),
+        ("client", pa.int64(), "device index"),
+        ("train_loss", pa.float64(), "mean loss of the local steps (NaN if the client did not finish computing)"),
+        ("eval_loss", pa.float64(), "loss on the client's held-out data after its local update (NaN if not trained)"),
+        ("battery_j", pa.float64(), "battery at the end of the client's round (J)"),
+        ("energy_j", pa.float64(), "energy the client drew this round (J)"),
+        ("status", pa.string(), "ok (aggregated) | late | dropped"),
+    ],
+}
+
+TABLES = tuple(SCHEMAS)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return repr(v)
+    return str(v)
+
+
+class TraceWriter:
+    """Collects rows, appends CSV at each :meth:`flush`, writes Parquet at :meth:`close`."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        self._pending: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
+        for name, cols in SCHEMAS.items():
+            with open(self.out_dir / f"{name}.csv", "w", newline="") as f:
+                csv.writer(f, lineterminator="\n").writerow([c for c, _, _ in cols])
+            pq_path = self.out_dir / f"{name}.parquet"
+            if pq_path.exists():
+                pq_path.unlink()  # a stale file from an earlier run must not pass for this one
+
+    def add(self, table: str, **row: Any) -> None:
+        cols = SCHEMAS[table]
+        missing = [c for c, _, _ in cols if c not in row]
+        extra = [k for k in row if k not in {c for c, _, _ in cols}]
+        if missing or extra:
+            raise KeyError(f"trace row for '{table}': missing {missing}, unknown {extra}")
+        self._pending[table].append(row)
+
+    def flush(self) -> None:
+        for name, rows in self._pending.items():
+            if not rows:
+                continue
+            cols = [c for c, _, _ in SCHEMAS[name]]
+            with open(self.out_dir / f"{name}.csv", "a", newline="") as f:
+                w = csv.writer(f, lineterminator="\n")
+                for r in rows:
+                    w.writerow([_fmt(r[c]) for c in cols])
+            self._rows[name].extend(rows)
+            self._pending[name] = []
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        return self._rows[table] + self._pending[table]
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        self.flush()
+        for name, cols in SCHEMAS.items():
+            schema = pa.schema([(c, t) for c, t, _ in cols])
+            data = {c: [r[c] for r in self._rows[name]] for c, _, _ in cols}
+            table = pa.Table.from_pydict(data, schema=schema)
+            pq.write_table(table, self.out_dir / f"{name}.parquet")
+        if summary is not None:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def schema_markdown() -> str:
+    """The trace schema as Markdown tables (README)."""
+    out = []
+    for name, cols in SCHEMAS.items():
+        out.append(f"#### `{name}`\n\n| column | type | meaning |\n|---|---|---|")
+        for c, t, d in cols:
+            out.append(f"| `{c}` | {t} | {d} |")
+        out.append("")
+    return "\n".join(out)
