@@ -1,0 +1,316 @@
+"""Built-in client data: a closed-vocabulary generator of instruction data with verifiable answers.
+
+Every topic produces *facts*. A fact can be written two ways:
+
+* as a plain **statement** (``"3 plus 4 is 7 ."``): the pretraining corpus is made of these, so the
+  shipped tiny base model knows the facts and the vocabulary;
+* as an **instruction sample** (``prompt="question : what is 3 plus 4 ? answer :"``,
+  ``response="7"``): the clients' data. The base model never saw the ``question : ... answer :``
+  format, so LoRA fine-tuning on it visibly learns (the loss is on the response only).
+
+Topics are :class:`Topic` objects in the ordered registry :data:`TOPICS`; ``DataSpec.num_topics``
+takes the first N. A later topic (for instance unsafe or borderline requests whose harmless answer is
+:data:`REFUSAL`) is added by appending a :class:`Topic` whose words are all in :func:`vocabulary`
+(the refusal words are already there, so the shipped tokenizer covers them).
+
+Everything is deterministic from the numpy ``Generator`` it is given; :func:`build_client_datasets`
+seeds one generator per client from ``(spec.seed, client)``, so client ``i``'s data does not depend
+on how many clients there are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# Samples and fixed tables
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One instruction sample. ``prompt`` ends with ``answer :``; ``response`` is the target text.
+
+    ``tags`` is free room for later kinds of data (e.g. ``("unsafe",)`` for a request whose harmless
+    answer is a refusal); the built-in topics leave it empty.
+    """
+
+    topic: str
+    prompt: str
+    response: str
+    tags: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return f"{self.prompt} {self.response}"
+
+
+#: Harmless answer for a request that should be refused (its words are in the vocabulary already).
+REFUSAL = "sorry , i can not help with that ."
+
+#: Largest number word in the vocabulary (numbers are the words "0" ... str(MAX_NUMBER)).
+MAX_NUMBER = 20
+
+#: Fictional countries and their capitals.
+CAPITALS: dict[str, str] = {
+    "zorvia": "quelm", "abrania": "tolvik", "merosa": "danfel", "kuldor": "yarrow",
+    "velnia": "ostrik", "pandora": "mirel", "tarsel": "bruvik", "elmora": "caskel",
+    "grivon": "lunda", "hestia": "pordan", "ixalia": "wendor", "jorvik": "sablin",
+    "karesh": "umbrin", "lotavia": "fennick", "morvane": "getra", "nuvaro": "halvik",
+    "orlesk": "vintra", "prazia": "kelmot", "quorin": "aldera", "ruskel": "betrin",
+}
+
+#: Objects and their colors.
+COLORS: dict[str, str] = {
+    "banana": "yellow", "lemon": "yellow", "sun": "yellow", "grass": "green", "leaf": "green",
+    "frog": "green", "sky": "blue", "sea": "blue", "snow": "white", "milk": "white",
+    "cloud": "white", "coal": "black", "night": "black", "crow": "black", "tomato": "red",
+    "blood": "red", "cherry": "red", "carrot": "orange", "pumpkin": "orange", "plum": "purple",
+}
+
+#: Words used in list topics (reverse, count).
+ITEMS: tuple[str, ...] = (
+    "cat", "dog", "fox", "owl", "bee", "cow", "pig", "hen", "ant", "bat", "elk", "yak",
+)
+
+# Function words of the statement and question templates.
+_TEMPLATE_WORDS = (
+    "question answer : ? . , what is the plus minus larger of and capital color a an "
+    "reverse count how many words in list"
+).split()
+
+# Reserved for later topics (refusals, borderline requests).
+_RESERVED_WORDS = REFUSAL.split() + "request unsafe harmful please tell me".split()
+
+
+# --------------------------------------------------------------------------------------------
+# Topics
+# --------------------------------------------------------------------------------------------
+
+Fact = tuple[str, str, str]  # (prompt, response, statement)
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A kind of verifiable question.
+
+    ``make(rng) -> (prompt, response, statement)`` draws one fact; ``words`` lists every word the
+    topic can emit (the union over topics is the tokenizer's closed vocabulary).
+    """
+
+    name: str
+    make: Callable[[np.random.Generator], Fact]
+    words: tuple[str, ...] = field(default=())
+
+    def sample(self, rng: np.random.Generator) -> Sample:
+        prompt, response, _ = self.make(rng)
+        return Sample(topic=self.name, prompt=prompt, response=response)
+
+    def statement(self, rng: np.random.Generator) -> str:
+        return self.make(rng)[2]
+
+
+def _qa(question: str) -> str:
+    return f"question : {question} ? answer :"
+
+
+def _addition(rng: np.random.Generator) -> Fact:
+    a, b = (int(x) for x in rng.integers(0, 10, size=2))
+    return _qa(f"what is {a} plus {b}"), str(a + b), f"{a} plus {b} is {a + b} ."
+
+
+def _subtraction(rng: np.random.Generator) -> Fact:
+    b = int(rng.integers(0, 10))
+    a = int(rng.integers(b, b + 10))
+    return _qa(f"what is {a} minus {b}"), str(a - b), f"{a} minus {b} is {a - b} ."
+
+
+def _larger(rng: np.random.Generator) -> Fact:
+    a, b = (int(x) for x in rng.choice(MAX_NUMBER + 1, size=2, replace=False))
+    m = max(a, b)
+    return (_qa(f"what is the larger of {a} and {b}"), str(m),
+            f"the larger of {a} and {b} is {m} .")
+
+
+_COUNTRIES = tuple(CAPITALS)
+
+
+def _capital(rng: np.random.Generator) -> Fact:
+    c = _COUNTRIES[int(rng.integers(len(_COUNTRIES)))]
+    return (_qa(f"what is the capital of {c}"), CAPITALS[c],
+            f"the capital of {c} is {CAPITALS[c]} .")
+
+
+_OBJECTS = tuple(COLORS)
+
+
+def _color(rng: np.random.Generator) -> Fact:
+    o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
+    return (_qa(f"what is the color of {o}"), COLORS[o],
+            f"the color of {o} is {COLORS[o]} .")
+
+
+def _count(rng: np.random.Generator) -> Fact:
+    n = int(rng.integers(1, 7))
+    words = " ".join(ITEMS[int(i)] for i in rng.integers(len(ITEMS), size=n))
+    return (_qa(f"how many words in {words}"), str(n),
+            f"the count of {words} is {n} .")
+
+
+def _reverse(rng: np.random.Generator) -> Fact:
+    n = int(rng.integers(2, 4))
+    words = [ITEMS[int(i)] for i in rng.choice(len(ITEMS), size=n, replace=False)]
+    fwd, rev = " ".join(words), " ".join(reversed(words))
+    return (_qa(f"what is the reverse of {fwd}"), rev, f"the reverse of {fwd} is {rev} .")
+
+
+_NUMBERS = tuple(str(i) for i in range(MAX_NUMBER + 1))
+
+#: The ordered topic registry; ``DataSpec.num_topics`` takes the first N.
+TOPICS: list[Topic] = [
+    Topic("addition", _addition, _NUMBERS),
+    Topic("subtraction", _subtraction, _NUMBERS),
+    Topic("larger", _larger, _NUMBERS),
+    Topic("capital", _capital, tuple(CAPITALS) + tuple(CAPITALS.values())),
+    Topic("color", _color, tuple(COLORS) + tuple(COLORS.values())),
+    Topic("count", _count, ITEMS + _NUMBERS),
+    Topic("reverse", _reverse, ITEMS),
+]
+
+
+def topic_names() -> list[str]:
+    return [t.name for t in TOPICS]
+
+
+def vocabulary() -> list[str]:
+    """Every word the built-in generator can emit, in a fixed order (no special tokens)."""
+    seen: dict[str, None] = {}
+    for w in _TEMPLATE_WORDS:
+        seen.setdefault(w, None)
+    for t in TOPICS:
+        for w in t.words:
+            seen.setdefault(w, None)
+    for w in _RESERVED_WORDS:
+        seen.setdefault(w, None)
+    return list(seen)
+
+
+# --------------------------------------------------------------------------------------------
+# Corpora
+# --------------------------------------------------------------------------------------------
+
+
+def pretraining_statements(n: int, seed: int = 0, num_topics: int | None = None) -> list[str]:
+    """``n`` plain statements (never in the question/answer format), topics drawn uniformly."""
+    topics = TOPICS if num_topics is None else TOPICS[:num_topics]
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB45E]))
+    which = rng.integers(len(topics), size=n)
+    return [topics[int(k)].statement(rng) for k in which]
+
+
+def instruction_samples(topic: str | Topic, n: int, rng: np.random.Generator) -> list[Sample]:
+    t = topic if isinstance(topic, Topic) else next(x for x in TOPICS if x.name == topic)
+    return [t.sample(rng) for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    num_clients: int
+    train_samples_per_client: int = 64
+    eval_samples_per_client: int = 16
+    num_topics: int = 6            # first N topics of the built-in list
+    dirichlet_alpha: float = 0.5   # non-IID: each client's topic mix ~ Dirichlet(alpha * 1)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_clients < 1:
+            raise ValueError(f"num_clients must be >= 1, got {self.num_clients}")
+        if self.train_samples_per_client < 1:
+            raise ValueError("train_samples_per_client must be >= 1, "
+                             f"got {self.train_samples_per_client}")
+        if self.eval_samples_per_client < 1:
+            raise ValueError("eval_samples_per_client must be >= 1, "
+                             f"got {self.eval_samples_per_client}")
+        if not 1 <= self.num_topics <= len(TOPICS):
+            raise ValueError(f"num_topics must be in 1..{len(TOPICS)}, got {self.num_topics}")
+        if not (self.dirichlet_alpha > 0 and np.isfinite(self.dirichlet_alpha)):
+            raise ValueError(f"dirichlet_alpha must be > 0, got {self.dirichlet_alpha}")
+
+
+@dataclass
+class ClientData:
+    client: int
+    topic_weights: np.ndarray       # the Dirichlet draw, shape (num_topics,)
+    train: list[Sample]
+    eval: list[Sample]
+
+
+def _dirichlet(rng: np.random.Generator, alpha: float, k: int) -> np.ndarray:
+    w = rng.dirichlet(np.full(k, alpha))
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:  # tiny alpha can underflow on old numpy
+        w = np.zeros(k)
+        w[int(rng.integers(k))] = 1.0
+    return w / w.sum()
+
+
+def _draw(rng: np.random.Generator, weights: np.ndarray, n: int) -> list[Sample]:
+    which = rng.choice(len(weights), size=n, p=weights)
+    return [TOPICS[int(k)].sample(rng) for k in which]
+
+
+def build_client_datasets(spec: DataSpec) -> list[ClientData]:
+    """Non-IID client datasets: client ``i`` draws its topic mix from Dirichlet(alpha * 1), then each
+    train and eval sample's topic from that mix. Deterministic from ``(spec.seed, i)``."""
+    out = []
+    for c in range(spec.num_clients):
+        rng = np.random.default_rng(np.random.SeedSequence([spec.seed, c]))
+        w = _dirichlet(rng, spec.dirichlet_alpha, spec.num_topics)
+        train = _draw(rng, w, spec.train_samples_per_client)
+        ev = _draw(rng, w, spec.eval_samples_per_client)
+        out.append(ClientData(client=c, topic_weights=w, train=train, eval=ev))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_samples(samples: Sequence[Sample], tokenizer, seq_len: int):
+    """``(input_ids, labels)``, both LongTensor ``[n, seq_len]``.
+
+    Each row is prompt tokens + response tokens + eos, right-padded with the pad token (eos if the
+    tokenizer has none) or truncated to ``seq_len``. ``labels`` equal ``input_ids`` on the response
+    and eos and are -100 on the prompt and the padding, so the loss is on the response only (the
+    model shifts labels internally). The response is encoded as ``" " + response`` so that
+    byte-level BPE tokenizers see the same word boundary as in the joined text.
+    """
+    import torch
+
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer has no eos token")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    n = len(samples)
+    input_ids = torch.full((n, seq_len), pad, dtype=torch.long)
+    labels = torch.full((n, seq_len), -100, dtype=torch.long)
+    for i, s in enumerate(samples):
+        p = _ids(tokenizer, s.prompt)
+        r = _ids(tokenizer, " " + s.response) + [eos]
+        row = (p + r)[:seq_len]
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        lo, hi = min(len(p), seq_len), min(len(p) + len(r), seq_len)
+        if hi > lo:
+            labels[i, lo:hi] = input_ids[i, lo:hi]
+    return input_ids, labels
+
+
+def encoded_length(sample: Sample, tokenizer) -> int:
+    """Untruncated length of a sample's row (prompt + response + eos) in tokens."""
+    return len(_ids(tokenizer, sample.prompt)) + len(_ids(tokenizer, " " + sample.response)) + 1

@@ -1,0 +1,94 @@
+"""Base causal LM (the shipped tiny GPT-2 or a local Hugging Face checkpoint) + LoRA via peft."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .pretrain import DEFAULT_BASE_DIR
+
+BUILTIN_TINY = "builtin-tiny"
+
+#: Per-architecture default LoRA targets; other model types fall back to peft's own mapping.
+DEFAULT_TARGET_MODULES: dict[str, tuple[str, ...]] = {"gpt2": ("c_attn",)}
+
+# Architectures whose projection layers are transformers' Conv1D (weight stored as fan_in x fan_out).
+_FAN_IN_FAN_OUT = {"gpt2"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str = BUILTIN_TINY  # or a path to a local HF checkpoint directory
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None  # None -> per-architecture default
+    seed: int = 0  # LoRA init (torch.manual_seed before get_peft_model)
+
+    def __post_init__(self) -> None:
+        if self.lora_rank < 1:
+            raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.target_modules is not None and isinstance(self.target_modules, str):
+            raise ValueError("target_modules must be a tuple of module names, not a string")
+
+
+def resolve_source(source: str) -> Path:
+    return DEFAULT_BASE_DIR if source == BUILTIN_TINY else Path(source).expanduser()
+
+
+def load_base(spec: ModelSpec):
+    """``(model, tokenizer)`` from ``spec.source``: ``"builtin-tiny"`` is the shipped tiny GPT-2
+    (:data:`DEFAULT_BASE_DIR`), anything else a local checkpoint directory loaded with
+    ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` (no network). A tokenizer without a
+    pad token gets pad = eos. Raises ``ValueError`` naming the path if it is missing or unloadable."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_source(spec.source)
+    if not path.is_dir():
+        raise ValueError(f"model source {str(path)!r} is not an existing directory "
+                         f"(use {BUILTIN_TINY!r} or a local Hugging Face checkpoint directory)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
+                                                     dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - re-raised with the path named
+        raise ValueError(f"cannot load a causal LM and tokenizer from {str(path)!r}: "
+                         f"{type(e).__name__}: {e}") from e
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer at {str(path)!r} has no eos token")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        raise ValueError(f"tokenizer at {str(path)!r} has {len(tokenizer)} tokens but the model's "
+                         f"embedding only {model.get_input_embeddings().num_embeddings}")
+    return model, tokenizer
+
+
+def build_peft_model(spec: ModelSpec):
+    """``(peft_model, tokenizer)``: the base from :func:`load_base`, frozen, with LoRA adapters
+    (``LoraConfig(task_type="CAUSAL_LM")``) initialised under ``torch.manual_seed(spec.seed)``."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_base(spec)
+    model_type = getattr(model.config, "model_type", None)
+    targets = spec.target_modules
+    if targets is None:
+        targets = DEFAULT_TARGET_MODULES.get(model_type)
+    cfg = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=spec.lora_rank,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=spec.lora_dropout,
+        target_modules=list(targets) if targets is not None else None,
+        fan_in_fan_out=model_type in _FAN_IN_FAN_OUT,
+    )
+    torch.manual_seed(spec.seed)
+    try:
+        peft_model = get_peft_model(model, cfg)
+    except ValueError as e:
+        raise ValueError(f"cannot add LoRA to model type {model_type!r} "
+                         f"(target_modules={targets}): {e}") from e
+    return peft_model, tokenizer
