@@ -1,0 +1,74 @@
+"""Overhead of the co-simulation over the bare training compute (a benchmark, not a test).
+
+Runs the built-in default scenario through the whole simulator (SimPy network, executor, trace
+writer), counts the local updates it trained, then runs the same number of local updates (same model,
+same LoRA, same steps, batch and sequence length) in a bare PyTorch loop, and prints
+
+    ratio = wall time of the simulator run / wall time of the bare loop
+
+Both are measured in this one process, alternately, ``--repeats`` times; the minimum of each is used.
+Target: ratio <= 1.10.
+
+    python benchmarks/overhead.py [--rounds N] [--repeats R] [--set key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+
+def bare_loop(learner, n_updates: int) -> float:
+    """n_updates local updates of local_steps optimiser steps each, nothing else."""
+    model = learner.model
+    spec = learner.train_spec
+    ids, labels = learner.client_tensors(0)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(n_updates):
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=spec.learning_rate)
+        model.train()
+        for _ in range(spec.local_steps):
+            idx = torch.randint(0, ids.shape[0], (spec.batch_size,), generator=g)
+            out = model(input_ids=ids[idx], labels=labels[idx])
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+
+    from pwffsim.scenario import load_scenario
+    from pwffsim.sim.engine import Simulation, _build_learner
+
+    sc = load_scenario(None, overrides=[f"fl.rounds={args.rounds}", *args.set])
+    learner = _build_learner(sc)
+    sim_times, bare_times, n_updates = [], [], 0
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            sim = Simulation(sc, out_dir=tmp, learner=learner)
+            sim.run()
+            sim_times.append(time.perf_counter() - t0)
+        n_updates = sum(1 for c in sim.clients if c["train_loss"] == c["train_loss"])  # trained (not NaN)
+        bare_times.append(bare_loop(learner, n_updates))
+    ts, tb = min(sim_times), min(bare_times)
+    print(f"scenario: built-in default, rounds={args.rounds}, local updates trained={n_updates}, "
+          f"steps/update={sc.fl.local_steps}, batch={sc.fl.batch_size}, seq_len={sc.fl.seq_len}, "
+          f"eval_batches={sc.fl.eval_batches}")
+    print(f"simulator run  : {ts:8.3f} s  (min of {args.repeats}: {', '.join(f'{t:.3f}' for t in sim_times)})")
+    print(f"bare loop      : {tb:8.3f} s  (min of {args.repeats}: {', '.join(f'{t:.3f}' for t in bare_times)})")
+    print(f"overhead ratio : {ts / tb:8.3f}  (target <= 1.10)")
+
+
+if __name__ == "__main__":
+    main()
