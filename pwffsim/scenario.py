@@ -61,7 +61,7 @@ class DeviceProfileConfig(_Section):
 class DevicesConfig(_Section):
     """How many devices there are and where they stand."""
 
-    count: int = Field(10, ge=1, le=100_000, description="Number of devices (clients).")
+    count: int = Field(20, ge=1, le=100_000, description="Number of devices (clients).")
     placement: Literal["disc", "square", "explicit"] = Field(
         "disc", description="'disc': uniform in a disc of radius_m around the first cell; 'square': uniform in a side_m square centred on it; 'explicit': positions_m."
     )
@@ -72,7 +72,13 @@ class DevicesConfig(_Section):
         default_factory=list, description="Explicit [x, y] positions (m), one per device, for placement='explicit'."
     )
     profiles: list[DeviceProfileConfig] = Field(
-        default_factory=lambda: [DeviceProfileConfig()], min_length=1, description="Device profiles (see [[devices.profiles]])."
+        default_factory=lambda: [
+            DeviceProfileConfig(),
+            DeviceProfileConfig(name="low-end-phone", share=0.3, cpu_hz=1e9, flops_per_cycle=4.0, tx_power_dbm=20.0,
+                                battery_j=200.0),
+        ],
+        min_length=1,
+        description="Device profiles ([[devices.profiles]]); default: 'phone' (share 1) and 'low-end-phone' (share 0.3, 1 GHz, 4 FLOPs/cycle, 20 dBm, 200 J).",
     )
 
     @model_validator(mode="after")
@@ -123,7 +129,7 @@ class DataConfig(_Section):
 class FLConfig(_Section):
     """Federated fine-tuning and the server's aggregation policy."""
 
-    rounds: int = Field(5, ge=1, description="Number of aggregation rounds.")
+    rounds: int = Field(10, ge=1, description="Number of aggregation rounds.")
     clients_per_round: int = Field(5, ge=1, description="Clients selected each round (uniformly at random among those with battery left).")
     local_steps: int = Field(5, ge=1, description="Local optimiser steps per round.")
     batch_size: int = Field(8, ge=1, description="Sequences per local step.")

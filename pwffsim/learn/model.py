@@ -35,6 +35,17 @@ class ModelSpec:
             raise ValueError("target_modules must be a tuple of module names, not a string")
 
 
+def _quiet_transformers() -> None:
+    """Keep transformers' and peft's progress bars and advisory warnings off the console."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\..*)?")
+
+
 def resolve_source(source: str) -> Path:
     return DEFAULT_BASE_DIR if source == BUILTIN_TINY else Path(source).expanduser()
 
@@ -46,6 +57,7 @@ def load_base(spec: ModelSpec):
     pad token gets pad = eos. Raises ``ValueError`` naming the path if it is missing or unloadable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     path = resolve_source(spec.source)
     if not path.is_dir():
         raise ValueError(f"model source {str(path)!r} is not an existing directory "

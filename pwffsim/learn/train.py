@@ -5,7 +5,7 @@ the FLOPs reported here into compute time and energy with a device profile.
 
 Reproducibility: :meth:`Learner.run` depends only on the specs and the job. It seeds torch with
 ``job.seed``, samples batches from a ``torch.Generator`` seeded with ``job.seed``, loads
-``job.start_state`` into the (reused) peft model with ``set_peft_model_state_dict`` and builds a new
+``job.start_state`` into the (reused) peft model by direct parameter copies and builds a new
 AdamW optimizer per job, so neither earlier calls nor the process running it matter. Bit-identical
 results across processes additionally need the same torch build and thread count (``torch_threads``,
 default 1).
@@ -130,6 +130,16 @@ class Learner:
         self._initial = {k: v.detach().cpu().clone()
                          for k, v in get_peft_model_state_dict(self.model).items()}
         self._keys = frozenset(self._initial)
+        # Direct key -> parameter map (peft's state-dict keys drop the adapter name), so that loading
+        # and extracting a state per job is a plain copy, without peft's per-call config checks.
+        adapter = getattr(self.model, "active_adapter", "default")
+        self._params: dict[str, torch.nn.Parameter] = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                self._params[name.replace(f".{adapter}.", ".")] = p
+        if set(self._params) != self._keys:
+            raise ValueError(f"trainable parameters do not match peft's state dict: "
+                             f"{sorted(set(self._params) ^ self._keys)[:4]}")
 
         # Cost model.
         n_layer = int(cfg.num_hidden_layers)
@@ -159,6 +169,10 @@ class Learner:
     def num_samples(self, client: int) -> int:
         return len(self.clients[self._check_client(client)].train)
 
+    def client_tensors(self, client: int) -> tuple[Tensor, Tensor]:
+        """``(input_ids, labels)`` of ``client``'s training set, as :meth:`run` samples them."""
+        return self._train[self._check_client(client)]
+
     def initial_state(self) -> dict[str, Tensor]:
         """The LoRA state right after initialisation (B = 0: the model equals the base)."""
         return {k: v.clone() for k, v in self._initial.items()}
@@ -174,16 +188,19 @@ class Learner:
         return client
 
     def _load(self, state: Mapping[str, Tensor]) -> None:
-        from peft import set_peft_model_state_dict
-
         ks = set(state)
         if ks != self._keys:
             raise ValueError(f"start_state keys differ from the model's trainable state: "
                              f"missing {sorted(self._keys - ks)}, extra {sorted(ks - self._keys)}")
-        res = set_peft_model_state_dict(self.model, dict(state))
-        bad = [k for k in getattr(res, "unexpected_keys", []) if "lora_" in k]
-        if bad:  # pragma: no cover - guarded by the key check above
-            raise ValueError(f"state keys not loaded: {bad}")
+        with torch.no_grad():
+            for k, p in self._params.items():
+                v = state[k]
+                if v.shape != p.shape:
+                    raise ValueError(f"start_state[{k!r}] has shape {tuple(v.shape)}, expected {tuple(p.shape)}")
+                p.copy_(v)
+
+    def _extract(self) -> dict[str, Tensor]:
+        return {k: p.detach().clone() for k, p in self._params.items()}
 
     @torch.no_grad()
     def _eval_loss(self, client: int) -> float:
@@ -237,8 +254,7 @@ class Learner:
             opt.zero_grad(set_to_none=True)
         train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
         eval_loss = self._eval_loss(c)
-        state = {k: v.detach().cpu().clone()
-                 for k, v in get_peft_model_state_dict(self.model).items()}
+        state = self._extract()
         flops, tokens = self._cost
         return TrainResult(client=job.client, round=job.round, state=state,
                            num_samples=n, train_loss=train_loss, eval_loss=eval_loss,
