@@ -1,0 +1,19 @@
+"""The architecture's seams: the network side never imports torch, the learning side never simpy."""
+import subprocess
+import sys
+
+
+def _modules_after(code: str) -> set[str]:
+    code += "\nimport sys; print('@@MODULES@@', ' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(out.split("@@MODULES@@", 1)[1].split())
+
+
+def test_network_side_never_imports_torch():
+    mods = _modules_after("import pwffsim.net.channel, pwffsim.net.radio, pwffsim.net.device, pwffsim.net.placement")
+    assert "torch" not in mods and "transformers" not in mods
+
+
+def test_validating_a_scenario_does_not_import_torch():
+    mods = _modules_after("from pwffsim.cli import main\nmain(['validate', '--reference'])")
+    assert "torch" not in mods
