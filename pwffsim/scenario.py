@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -295,6 +295,18 @@ def dump_scenario_toml(scenario: Scenario) -> str:
     return tomli_w.dumps(_drop_none(scenario.model_dump(mode="python")))
 
 
+def _type_name(ann: Any) -> str:
+    origin, args = get_origin(ann), get_args(ann)
+    if origin is Literal:
+        return " / ".join(repr(a) for a in args)
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        inner = [a for a in args if a is not type(None)]
+        return (" or ".join(_type_name(a) for a in inner)) + " (optional)"
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    return getattr(ann, "__name__", str(ann))
+
+
 def reference_rows() -> list[tuple[str, str, str, str]]:
     """(key, type, default, description) for every knob, for the README and `validate --reference`."""
     rows: list[tuple[str, str, str, str]] = []
@@ -317,7 +329,7 @@ def reference_rows() -> list[tuple[str, str, str, str]]:
                 default = repr(field.default_factory())
             else:
                 default = repr(field.default)
-            tname = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+            tname = _type_name(ann)
             rows.append((key, tname, default, field.description or ""))
 
     walk(Scenario, "")

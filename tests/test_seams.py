@@ -17,3 +17,14 @@ def test_network_side_never_imports_torch():
 def test_validating_a_scenario_does_not_import_torch():
     mods = _modules_after("from pwffsim.cli import main\nmain(['validate', '--reference'])")
     assert "torch" not in mods
+
+
+def test_readme_reference_is_in_sync_with_the_schema():
+    from pathlib import Path
+
+    from pwffsim.docs import scenario_reference_markdown
+    from pwffsim.trace import schema_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert scenario_reference_markdown() in readme, "README reference is stale: paste `python -m pwffsim.docs`"
+    assert schema_markdown() in readme
