@@ -1,4 +1,5 @@
-"""Base causal LM (the shipped tiny GPT-2 or a local Hugging Face checkpoint) + LoRA via peft."""
+"""Base causal LM (the shipped tiny GPT-2 or a local Hugging Face checkpoint) + LoRA via peft +
+bottleneck adapters (:mod:`pwffsim.learn.adapters`) after every block's MLP."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,13 +25,16 @@ class ModelSpec:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     target_modules: tuple[str, ...] | None = None  # None -> per-architecture default
-    seed: int = 0  # LoRA init (torch.manual_seed before get_peft_model)
+    seed: int = 0  # LoRA init (torch.manual_seed before get_peft_model) and adapter init
+    adapter_size: int = 16  # bottleneck width m of the MLP adapters; 0 = no adapters
 
     def __post_init__(self) -> None:
         if self.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1, got {self.lora_rank}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.adapter_size < 0:
+            raise ValueError(f"adapter_size must be >= 0, got {self.adapter_size}")
         if self.target_modules is not None and isinstance(self.target_modules, str):
             raise ValueError("target_modules must be a tuple of module names, not a string")
 
@@ -80,8 +84,11 @@ def load_base(spec: ModelSpec):
 
 
 def build_peft_model(spec: ModelSpec):
-    """``(peft_model, tokenizer)``: the base from :func:`load_base`, frozen, with LoRA adapters
-    (``LoraConfig(task_type="CAUSAL_LM")``) initialised under ``torch.manual_seed(spec.seed)``."""
+    """``(peft_model, tokenizer)``: the base from :func:`load_base`, frozen, with LoRA
+    (``LoraConfig(task_type="CAUSAL_LM")``) initialised under ``torch.manual_seed(spec.seed)`` and,
+    if ``spec.adapter_size > 0``, a trainable bottleneck adapter after every block's MLP (inserted
+    after ``get_peft_model``; zero up-projection, so the model still equals the base; down-projection
+    drawn from a generator seeded with ``spec.seed``)."""
     from peft import LoraConfig, get_peft_model
 
     model, tokenizer = load_base(spec)
@@ -103,4 +110,9 @@ def build_peft_model(spec: ModelSpec):
     except ValueError as e:
         raise ValueError(f"cannot add LoRA to model type {model_type!r} "
                          f"(target_modules={targets}): {e}") from e
+    if spec.adapter_size:
+        from .adapters import add_adapters
+
+        add_adapters(peft_model, int(model.config.hidden_size), spec.adapter_size,
+                     seed=spec.seed + 0xADA)
     return peft_model, tokenizer
