@@ -56,6 +56,10 @@ def _format_summary(summary: dict) -> str:
          "n/a" if summary["first_train_loss"] is None
          else f"{summary['first_train_loss']:.4f} -> {summary['final_train_loss']:.4f}"),
     ]
+    if summary.get("final_objective_mean") is not None:
+        rows.append(("scheme / payload bytes", f"{summary['scheme']} / {summary['payload_bytes_per_transfer']}"))
+        rows.append(("final personalized objective", f"{summary['final_objective_mean']:.4f} (mean over devices)"))
+        rows.append(("personalization gap (loss)", f"{summary['final_personalization_gap_mean']:.4f}"))
     if summary.get("stopped_reason"):
         rows.append(("stopped early", summary["stopped_reason"]))
     w = max(len(k) for k, _ in rows)

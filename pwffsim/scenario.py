@@ -114,6 +114,7 @@ class ModelConfig(_Section):
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout probability.")
     target_modules: Optional[list[str]] = Field(None, description="Module names LoRA wraps; default per architecture (GPT-2: c_attn).")
+    adapter_size: int = Field(16, ge=0, le=4096, description="Bottleneck width m of the adapter after each block's MLP (0: no adapters).")
 
 
 class DataConfig(_Section):
@@ -147,6 +148,46 @@ class FLConfig(_Section):
         return self
 
 
+PWFF_SCHEMES: dict[str, tuple[str, ...]] = {
+    "pwff": ("adapter",),            # the paper's default: adapters global, LoRA personal
+    "lora-global": ("lora",),        # the reverse
+    "fedavg-all": ("adapter", "lora"),
+    "local-only": (),                # nothing leaves the device
+}
+
+
+class PWFFConfig(_Section):
+    """Personalized wireless federated fine-tuning: what is global, what is personal, and each device's preferences."""
+
+    scheme: Literal["pwff", "lora-global", "fedavg-all", "local-only"] = Field(
+        "pwff", description="Global partial aggregation: 'pwff' (adapters global, LoRA personal), 'lora-global' (LoRA global, adapters personal), 'fedavg-all' (both global), 'local-only' (nothing global, no transfers)."
+    )
+    prox_mu: float = Field(0.01, ge=0, description="Proximal coefficient mu: mu/2 ||theta_k - theta_global||^2 on the global part.")
+    preference: Literal["uniform", "fixed", "explicit"] = Field(
+        "uniform", description="Client weights (w_help, w_safe = 1 - w_help): 'uniform' draws w_help ~ U(0, 1) per client; 'fixed' uses w_help for all; 'explicit' takes w_help_per_client."
+    )
+    w_help: float = Field(0.5, ge=0, le=1, description="w_help of every client for preference='fixed'.")
+    w_help_per_client: list[float] = Field(default_factory=list, description="w_help of each client (length devices.count) for preference='explicit'.")
+    help_reward: str = Field("help-rule", description="Helpfulness reward model: 'help-rule' or a local sequence-classification checkpoint directory.")
+    safe_reward: str = Field("safe-rule", description="Harmlessness reward model: 'safe-rule' or a local sequence-classification checkpoint directory.")
+    align_steps: int = Field(2, ge=0, description="Local alignment (RLOO policy-gradient) steps after the supervised steps (0: none).")
+    align_prompts: int = Field(8, ge=1, description="Prompts per alignment step.")
+    align_samples: int = Field(4, ge=2, description="Responses sampled per prompt (RLOO group size K).")
+    align_max_new_tokens: int = Field(14, ge=1, description="Tokens generated per sampled response (fixed length, so its FLOPs are fixed).")
+    align_learning_rate: float = Field(2e-3, gt=0, description="Learning rate of the alignment steps.")
+    metric_prompts: int = Field(8, ge=0, description="Held-out prompts per client, greedily decoded after each update, for reward_help, reward_safe and objective (0: not measured, NaN).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PWFFConfig":
+        if any(not 0.0 <= w <= 1.0 for w in self.w_help_per_client):
+            raise ValueError("w_help_per_client entries must lie in [0, 1]")
+        return self
+
+    @property
+    def global_groups(self) -> tuple[str, ...]:
+        return PWFF_SCHEMES[self.scheme]
+
+
 class ExecutionConfig(_Section):
     """Where real training runs.  Results do not depend on it."""
 
@@ -166,6 +207,7 @@ class Scenario(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     fl: FLConfig = Field(default_factory=FLConfig)
+    pwff: PWFFConfig = Field(default_factory=PWFFConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @field_validator("cells")
@@ -178,6 +220,13 @@ class Scenario(_Section):
 
     @model_validator(mode="after")
     def _cross(self) -> "Scenario":
+        if self.pwff.preference == "explicit" and len(self.pwff.w_help_per_client) != self.devices.count:
+            raise ValueError(
+                f"pwff.preference='explicit' needs w_help_per_client of length devices.count={self.devices.count}, "
+                f"got {len(self.pwff.w_help_per_client)}"
+            )
+        if self.pwff.scheme == "pwff" and self.model.adapter_size == 0:
+            raise ValueError("pwff.scheme='pwff' aggregates the adapters, but model.adapter_size is 0 (no adapters)")
         if self.fl.clients_per_round > self.devices.count:
             raise ValueError(
                 f"fl.clients_per_round ({self.fl.clients_per_round}) exceeds devices.count ({self.devices.count})"
@@ -226,6 +275,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _default_at(path: list[str]) -> Any:
+    node: Any = _drop_none(Scenario().model_dump(mode="python"))
+    for part in path:
+        node = node[int(part)] if isinstance(node, list) else node.get(part, {})
+    return node
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         path, value = parse_override(text)
@@ -237,6 +293,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 except (ValueError, IndexError):
                     raise ScenarioError(f"--set '{text}': '{'.'.join(path[:i+1])}' is not a valid list index") from None
                 continue
+            if part not in node and path[i + 1].isdigit():
+                # A list of sections not in the file yet (e.g. cells.0.x): start from its defaults.
+                node[part] = _default_at(path[: i + 1])
             nxt = node.setdefault(part, {})
             if not isinstance(nxt, (dict, list)):
                 raise ScenarioError(f"--set '{text}': '{'.'.join(path[:i+1])}' is not a table")

@@ -6,6 +6,8 @@ and types below are the stable schema, documented in the README):
 * ``events``  one row per timed activity
 * ``rounds``  one row per aggregation round
 * ``clients`` one row per selected client per round
+* ``final``   one row per client: its final model (global part + its own personal part) evaluated at
+  the end of the run
 
 CSV rows are appended and flushed at the end of every round, so a run that is killed keeps every
 finished round; the Parquet files are written when the run ends.  Floats are written with ``repr``
@@ -49,15 +51,31 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("bytes_down", pa.int64(), "bytes of the broadcast delivered in full, summed over receivers"),
         ("energy_j", pa.float64(), "device energy drawn during the round, all selected clients (J)"),
         ("train_loss", pa.float64(), "sample-weighted mean local training loss of the aggregated clients (NaN if none)"),
+        ("objective", pa.float64(), "mean personalized objective w_help r_help + w_safe r_safe of the clients that trained this round"),
     ],
     "clients": [
         ("round", pa.int64(), "round index"),
         ("client", pa.int64(), "device index"),
         ("train_loss", pa.float64(), "mean loss of the local steps (NaN if the client did not finish computing)"),
         ("eval_loss", pa.float64(), "loss on the client's held-out data after its local update (NaN if not trained)"),
+        ("eval_loss_others", pa.float64(), "loss of the same model on other clients' held-out data (personalization gap = this - eval_loss)"),
+        ("reward_help", pa.float64(), "mean helpfulness reward of greedy answers to the client's held-out prompts, in [0, 1]"),
+        ("reward_safe", pa.float64(), "mean harmlessness reward of the same answers, in [0, 1]"),
+        ("objective", pa.float64(), "personalized objective w_help reward_help + w_safe reward_safe"),
+        ("w_help", pa.float64(), "the client's helpfulness weight (w_safe = 1 - w_help)"),
         ("battery_j", pa.float64(), "battery at the end of the client's round (J)"),
         ("energy_j", pa.float64(), "energy the client drew this round (J)"),
         ("status", pa.string(), "ok (aggregated) | late | dropped"),
+    ],
+    "final": [
+        ("client", pa.int64(), "device index"),
+        ("w_help", pa.float64(), "the client's helpfulness weight (w_safe = 1 - w_help)"),
+        ("trained_rounds", pa.int64(), "rounds in which the client finished a local update"),
+        ("eval_loss", pa.float64(), "loss of the client's final model (global part + its personal part) on its held-out data"),
+        ("eval_loss_others", pa.float64(), "loss of the same model on other clients' held-out data"),
+        ("reward_help", pa.float64(), "mean helpfulness reward of its greedy answers to its held-out prompts"),
+        ("reward_safe", pa.float64(), "mean harmlessness reward of the same answers"),
+        ("objective", pa.float64(), "personalized objective w_help reward_help + w_safe reward_safe"),
     ],
 }
 

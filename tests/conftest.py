@@ -31,11 +31,19 @@ class StubLearner:
     def num_samples(self, client: int) -> int:
         return self.samples.get(client, 10 + client)
 
+    def parameter_group(self, key: str) -> str:
+        return "lora"
+
+    def evaluate_metrics(self, state, client, pref_help, pref_safe):
+        return dict(eval_loss=math.nan, eval_loss_others=math.nan, reward_help=math.nan, reward_safe=math.nan,
+                    objective=math.nan)
+
     def run(self, job):
         self.jobs.append((job.round, job.client))
         new = {"w": job.start_state["w"] + float(job.client + 1)}
         return TrainResult(client=job.client, round=job.round, state=new, num_samples=self.num_samples(job.client),
-                           train_loss=1.0 / (job.round + 1), eval_loss=math.nan, flops=self.flops, tokens=1000)
+                           train_loss=1.0 / (job.round + 1), eval_loss=math.nan, flops=self.flops, tokens=1000,
+                           eval_loss_others=math.nan, reward_help=math.nan, reward_safe=math.nan, objective=math.nan)
 
 
 @pytest.fixture

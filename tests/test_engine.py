@@ -49,6 +49,7 @@ def scenario(positions, battery_j=1e6, rounds=1, k=None, fading="none", shadowin
                                   "rx_power_w": RX_W, "battery_j": battery_j}]},
         "channel": {"fading": fading, "shadowing_sigma_db": shadowing},
         "fl": {"rounds": rounds, "clients_per_round": k or len(positions), "aggregation_time_s": 0.0, **fl},
+        "pwff": {"scheme": "fedavg-all"},  # the stub's one tensor is global
     })
 
 
@@ -143,6 +144,7 @@ def test_energy_balance_every_device():
                                               {"battery_j": 300.0, "name": "big", "share": 1, "tx_power_dbm": 10}]},
         "channel": {"fading": "rayleigh", "coherence_time_s": 0.01},
         "fl": {"rounds": 6, "clients_per_round": 6},
+        "pwff": {"scheme": "fedavg-all"},
     })
     sim = run(sc, StubLearner(4_000_000, 2e11))
     assert ev(sim, "dropout"), "the scenario is meant to empty some batteries"

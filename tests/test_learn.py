@@ -169,7 +169,11 @@ def test_dirichlet_non_iid():
 # ------------------------------------------------------------------------------ base model
 @pytest.fixture(scope="module")
 def learner30():
-    return Learner(ModelSpec(), DataSpec(num_clients=2),
+    # benign topics only (the first 5): the "borderline" topic's long responses are partly known to
+    # the base (its pretraining teaches the answers' words), which would dominate the token-mean
+    # loss and hide how far the base is from the question/answer format.
+    assert not any("unsafe" in t.tags for t in TOPICS[:5])
+    return Learner(ModelSpec(), DataSpec(num_clients=2, num_topics=5),
                    TrainSpec(local_steps=30, eval_batches=2))
 
 
@@ -256,7 +260,10 @@ def test_cost_model(learner):
     res = learner.run(TrainJob(client=0, round=0, seed=0, start_state=learner.initial_state()))
     assert res.flops == flops and res.tokens == tokens
     ts = learner.train_spec
-    assert tokens == (ts.local_steps + ts.eval_batches) * ts.batch_size * ts.seq_len
+    tb = learner.cost_breakdown["tokens_by_part"]
+    assert tb["train"] == ts.local_steps * ts.batch_size * ts.seq_len
+    assert tb["eval"] == 2 * ts.eval_batches * ts.batch_size * ts.seq_len  # own + others' rows
+    assert tokens == sum(tb.values())
     cb = learner.cost_breakdown
     # independent count of one forward + backward on a batch
     ids = torch.randint(4, len(learner.tokenizer), (ts.batch_size, ts.seq_len),
@@ -272,8 +279,9 @@ def test_cost_model(learner):
                                          + cb["backward_flops_per_token"])
     assert abs(ours / counted - 1) < 0.25, (ours, counted)
     pc = learner.param_counts
-    assert pc["trainable"] == cb["trainable_params"] == 2 * 8 * (64 + 3 * 64)
-    assert pc["total"] > 20 * pc["trainable"]
+    adapters = 2 * (64 * 16 + 16 + 16 * 64 + 64)  # 2 blocks: down + bias, up + bias (m = 16)
+    assert pc["trainable"] == cb["trainable_params"] == 2 * 8 * (64 + 3 * 64) + adapters
+    assert pc["total"] > 10 * pc["trainable"]
 
 
 def test_no_eval_gives_nan():
@@ -281,7 +289,7 @@ def test_no_eval_gives_nan():
                 TrainSpec(local_steps=1, eval_batches=0))
     r = L.run(TrainJob(client=0, round=0, seed=0, start_state=L.initial_state()))
     assert math.isnan(r.eval_loss) and math.isfinite(r.train_loss)
-    assert r.tokens == 1 * 8 * 32
+    assert r.tokens == 1 * 8 * 32 + L.cost_breakdown["tokens_by_part"]["metrics"]
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -300,7 +308,7 @@ def test_from_pretrained_local_checkpoint(tmp_path):
                 DataSpec(num_clients=2, train_samples_per_client=8, eval_samples_per_client=4),
                 TrainSpec(local_steps=2, batch_size=4))
     n_base = sum(p.numel() for p in base.parameters())
-    assert L.param_counts["trainable"] == 4 * (32 + 3 * 32)
+    assert L.param_counts["trainable"] == 4 * (32 + 3 * 32) + (32 * 16 + 16 + 16 * 32 + 32)
     assert L.param_counts["total"] == n_base + L.param_counts["trainable"]
     r = L.run(TrainJob(client=1, round=0, seed=0, start_state=L.initial_state()))
     assert math.isfinite(r.train_loss) and math.isfinite(r.eval_loss)

@@ -3,7 +3,9 @@
 A tiny GPT-2 (the paper's base is GPT-2 scale) trained full-parameter on the *pretraining corpus*:
 plain statements of the built-in facts (``"3 plus 4 is 7 ."``), packed into blocks separated by eos.
 It never sees the ``question : ... answer :`` instruction format, so LoRA fine-tuning on the clients'
-instruction data has something visible to learn.
+instruction data has something visible to learn. For the ``"borderline"`` topic the statements teach
+both the compliant answers and the refusal sentence (``"a request to ... is harmful , sorry , ..."``),
+so either behaviour is expressible with known words; which one a client wants is its preference.
 
 Usage: ``python -m pwffsim.learn.pretrain OUT_DIR [--steps N] [--seed S]`` (CPU, well under 2 min).
 """

@@ -33,6 +33,7 @@ STREAM_FADING_UL = 4
 STREAM_FADING_DL = 5
 STREAM_SELECTION = 6
 STREAM_TRAINING = 7
+STREAM_PREFERENCE = 8
 
 
 def stream(seed: int, *keys: int) -> np.random.Generator:
@@ -154,7 +155,8 @@ class RunState:
     """Everything a later checkpoint needs, in plain objects."""
 
     round: int = 0
-    global_state: dict = field(default_factory=dict)
+    global_state: dict = field(default_factory=dict)      # the global part (server's copy)
+    personal_state: dict = field(default_factory=dict)    # client -> its personal part (never uploaded)
     rounds_done: int = 0
     stopped_reason: str = ""
 
@@ -181,14 +183,21 @@ class Simulation:
         self.events: list[dict] = []
         self.rounds: list[dict] = []
         self.clients: list[dict] = []
-        self.state = RunState(global_state=self.learner.initial_state())
+        self.final: list[dict] = []
+        init = self.learner.initial_state()
+        global_groups = set(scenario.pwff.global_groups)
+        self.global_keys = [k for k in init if self.learner.parameter_group(k) in global_groups]
+        self.personal_keys = [k for k in init if k not in set(self.global_keys)]
+        self._initial_personal = {k: init[k] for k in self.personal_keys}
+        self.state = RunState(global_state={k: init[k] for k in self.global_keys})
+        self.pref_help = client_preferences(scenario)
         self.flops, self.tokens = self.learner.estimate_cost()
         self.selection_rng = stream(scenario.seed, STREAM_SELECTION)
         self.on_round = on_round
 
     # ------------------------------------------------------------------ trace rows
     def _row(self, table: str, **row: Any) -> None:
-        {"events": self.events, "rounds": self.rounds, "clients": self.clients}[table].append(row)
+        {"events": self.events, "rounds": self.rounds, "clients": self.clients, "final": self.final}[table].append(row)
         if self.writer is not None:
             self.writer.add(table, **row)
 
@@ -230,8 +239,7 @@ class Simulation:
         t_c, e_c = dev.profile.compute_cost(self.flops)
         power = e_c / t_c if t_c > 0 else 0.0
         t0 = env.now
-        handle = self.executor.submit(_make_job(dev.index, r, training_seed(self.sc.seed, r, dev.index),
-                                                self.state.global_state))
+        handle = self.executor.submit(self._job(r, dev.index))
         enough = dev.battery.level_j >= e_c
         try:
             yield env.timeout(t_c if enough else dev.battery.time_to_empty_s(power))
@@ -253,15 +261,29 @@ class Simulation:
         self._event(r, dev, "compute", t0, env.now, 0, 0.0, e, status)
         return status
 
+    def _job(self, r: int, client: int):
+        """The local update of ``client`` in round ``r``: it starts from the global part it downloaded
+        and its own personal part; the proximal term anchors the global part."""
+        from ..learn.train import TrainJob
+
+        glob = self.state.global_state
+        start = {**glob, **self.state.personal_state.get(client, self._initial_personal)}
+        w_help = float(self.pref_help[client])
+        return TrainJob(client=client, round=r, seed=training_seed(self.sc.seed, r, client), start_state=start,
+                        pref_help=w_help, pref_safe=1.0 - w_help,
+                        prox_anchor=glob if (glob and self.sc.pwff.prox_mu > 0) else None)
+
     def _client_round(self, r: int, dev: Device, down_bytes: int, up_bytes: int):
         out = ClientOutcome(client=dev.index)
-        for phase in ("download", "compute", "upload"):
+        # Nothing global (local-only): nothing to download or upload.
+        phases = ("download", "compute", "upload") if down_bytes > 0 else ("compute",)
+        for phase in phases:
             if phase == "compute":
                 status = yield from self._compute(r, dev, out)
             else:
                 status = yield from self._transfer(r, dev, phase, down_bytes if phase == "download" else up_bytes, out)
             if phase == "download":
-                out.downloaded = status == "ok"
+                out.downloaded = status == "ok"  # (no download at all: not counted)
             if status != "ok":
                 out.status = status
                 if status == "dropped":
@@ -272,7 +294,7 @@ class Simulation:
 
     # ------------------------------------------------------------------ server
     def _server(self):
-        from ..learn.aggregate import state_nbytes, weighted_mean
+        from ..learn.aggregate import weighted_mean
 
         env = self.env
         sc = self.sc
@@ -284,7 +306,7 @@ class Simulation:
                 break
             selected = self.policy.select(self.selection_rng, alive, sc.fl.clients_per_round)
             t_start = env.now
-            nbytes = state_nbytes(self.state.global_state)
+            nbytes = self._payload_bytes()
             e0 = {k: self.devices[k].battery.level_j for k in selected}
             procs = {k: env.process(self._client_round(r, self.devices[k], nbytes, nbytes)) for k in selected}
             deadline = self.policy.deadline_s(r)
@@ -301,11 +323,18 @@ class Simulation:
             yield env.timeout(sc.fl.aggregation_time_s)
             results = {k: o.handle.result() for k, o in sorted(outcomes.items()) if o.handle is not None}
             arrived = [k for k in sorted(outcomes) if outcomes[k].status == "ok"]
+            # Personal parts stay on the device: every client that finished computing keeps its own.
+            for k, res in results.items():
+                self.state.personal_state[k] = {key: res.state[key] for key in self.personal_keys}
             train_loss = math.nan
             if arrived:
                 weights = [float(results[k].num_samples) for k in arrived]
-                self.state.global_state = weighted_mean([results[k].state for k in arrived], weights)
+                if self.global_keys:
+                    self.state.global_state = weighted_mean(
+                        [{key: results[k].state[key] for key in self.global_keys} for k in arrived], weights)
                 train_loss = float(np.dot(weights, [results[k].train_loss for k in arrived]) / sum(weights))
+            trained = [results[k] for k in sorted(results)]
+            objective = float(np.mean([res.objective for res in trained])) if trained else math.nan
             self._event(r, None, "aggregate", t_agg, env.now, nbytes * len(arrived), 0.0, 0.0, "ok")
 
             n_dl_ok = sum(o.downloaded for o in outcomes.values())
@@ -315,6 +344,7 @@ class Simulation:
                 aggregated=len(arrived), late=sum(o.status == "late" for o in outcomes.values()),
                 dropped=sum(o.status == "dropped" for o in outcomes.values()), bytes_up=nbytes * len(arrived),
                 bytes_down=nbytes * n_dl_ok, energy_j=float(energy_round), train_loss=train_loss,
+                objective=objective,
             )
             for k in sorted(outcomes):
                 res = results.get(k)
@@ -323,6 +353,11 @@ class Simulation:
                     "clients", round=r, client=k,
                     train_loss=math.nan if res is None else float(res.train_loss),
                     eval_loss=math.nan if res is None else float(res.eval_loss),
+                    eval_loss_others=math.nan if res is None else float(res.eval_loss_others),
+                    reward_help=math.nan if res is None else float(res.reward_help),
+                    reward_safe=math.nan if res is None else float(res.reward_safe),
+                    objective=math.nan if res is None else float(res.objective),
+                    w_help=float(self.pref_help[k]),
                     battery_j=float(dev.battery.level_j), energy_j=float(e0[k] - dev.battery.level_j),
                     status=outcomes[k].status,
                 )
@@ -332,6 +367,28 @@ class Simulation:
             if self.on_round is not None:
                 self.on_round(self.rounds[-1])
 
+    def _final_evaluation(self) -> None:
+        """Evaluate every client's final model: the global part and its own personal part."""
+        trained = {}
+        for row in self.clients:
+            if not math.isnan(row["train_loss"]):
+                trained[row["client"]] = trained.get(row["client"], 0) + 1
+        for dev in self.devices:
+            k = dev.index
+            state = {**self.state.global_state, **self.state.personal_state.get(k, self._initial_personal)}
+            w_help = float(self.pref_help[k])
+            m = self.learner.evaluate_metrics(state, k, w_help, 1.0 - w_help)
+            self._row("final", client=k, w_help=w_help, trained_rounds=trained.get(k, 0),
+                      eval_loss=float(m["eval_loss"]), eval_loss_others=float(m["eval_loss_others"]),
+                      reward_help=float(m["reward_help"]), reward_safe=float(m["reward_safe"]),
+                      objective=float(m["objective"]))
+
+    def _payload_bytes(self) -> int:
+        """Bytes of the global part: what is broadcast and what each client uploads (dtype-aware)."""
+        from ..learn.aggregate import state_nbytes
+
+        return state_nbytes(self.state.global_state)
+
     def run(self) -> dict:
         try:
             self.env.process(self._server())
@@ -339,6 +396,7 @@ class Simulation:
         finally:
             if self._own_executor:
                 self.executor.close()
+        self._final_evaluation()
         summary = self.summary()
         if self.writer is not None:
             self.writer.close(summary)
@@ -362,14 +420,25 @@ class Simulation:
             "first_train_loss": finite[0] if finite else None,
             "final_train_loss": finite[-1] if finite else None,
             "training_flops_per_update": float(self.flops),
+            "scheme": self.sc.pwff.scheme,
+            "payload_bytes_per_transfer": int(self._payload_bytes()),
+            "final_objective_mean": float(np.mean([f["objective"] for f in self.final])) if self.final else None,
+            "final_eval_loss_mean": float(np.mean([f["eval_loss"] for f in self.final])) if self.final else None,
+            "final_personalization_gap_mean": (
+                float(np.mean([f["eval_loss_others"] - f["eval_loss"] for f in self.final])) if self.final else None),
             "devices_alive": int(sum(d.alive for d in self.devices)),
         }
 
 
-def _make_job(client: int, r: int, seed: int, start_state: dict):
-    from ..learn.train import TrainJob
-
-    return TrainJob(client=client, round=r, seed=seed, start_state=start_state)
+def client_preferences(sc: Scenario) -> np.ndarray:
+    """w_help of every client (w_safe = 1 - w_help), from the scenario's preference rule."""
+    pw = sc.pwff
+    n = sc.devices.count
+    if pw.preference == "explicit":
+        return np.asarray(pw.w_help_per_client, dtype=float)
+    if pw.preference == "fixed":
+        return np.full(n, pw.w_help)
+    return stream(sc.seed, STREAM_PREFERENCE).uniform(0.0, 1.0, size=n)
 
 
 def learner_specs(sc: Scenario):
@@ -377,14 +446,18 @@ def learner_specs(sc: Scenario):
     from ..learn.model import ModelSpec
     from ..learn.train import TrainSpec
 
-    m, d, f = sc.model, sc.data, sc.fl
+    m, d, f, pw = sc.model, sc.data, sc.fl, sc.pwff
     model_spec = ModelSpec(source=m.source, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
-                           target_modules=tuple(m.target_modules) if m.target_modules else None, seed=sc.seed)
+                           target_modules=tuple(m.target_modules) if m.target_modules else None, seed=sc.seed,
+                           adapter_size=m.adapter_size)
     data_spec = DataSpec(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
                          eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
                          dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed)
     train_spec = TrainSpec(local_steps=f.local_steps, batch_size=f.batch_size, seq_len=f.seq_len,
-                           learning_rate=f.learning_rate, eval_batches=f.eval_batches)
+                           learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
+                           align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
+                           align_max_new_tokens=pw.align_max_new_tokens, align_learning_rate=pw.align_learning_rate,
+                           metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward)
     return model_spec, data_spec, train_spec
 
 
