@@ -82,7 +82,8 @@ class SharedBand:
     """One band of one cell, shared by FDMA among active transfers (or broadcast, unshared)."""
 
     def __init__(self, env: simpy.Environment, bandwidth_hz: float, noise_density_w_per_hz: float,
-                 shared: bool = True, name: str = ""):
+                 shared: bool = True, name: str = "",
+                 interference_psd: Optional[Callable[[float], float]] = None):
         if bandwidth_hz <= 0:
             raise ValueError(f"bandwidth_hz must be > 0, got {bandwidth_hz}")
         self.env = env
@@ -94,6 +95,10 @@ class SharedBand:
         self._t_last = env.now
         self._wake: simpy.Event = env.event()
         self.rate_updates = 0  # how many times rates were recomputed (diagnostics)
+        # Optional: interference power spectral density at this base station at time t (W/Hz), from
+        # other cells' uploads; it is added to the noise density (SINR).  Callers poke() every band
+        # whose interference changed.
+        self.interference_psd = interference_psd
         env.process(self._run())
 
     # ---------------------------------------------------------------- public
@@ -121,11 +126,51 @@ class SharedBand:
         self._finish(tr, status)
         self._poke()
 
+    def detach(self, tr: Transfer) -> bool:
+        """Take ``tr`` off this band now (a handover), keeping its remaining bits and its energy so far;
+        its ``done`` event stays pending until it is :meth:`attach`-ed to a band and ends there.
+        Returns False if it had already ended."""
+        if tr.status != "active" or tr not in self.active:
+            return False
+        self._settle()
+        if tr.status != "active":
+            return False
+        self.active.remove(tr)
+        tr.status = "detached"
+        self._poke()
+        return True
+
+    def attach(self, tr: Transfer, restart: bool = False) -> None:
+        """Continue a detached transfer on this band (with its remaining bits, or all of them)."""
+        if tr.status != "detached":
+            raise ValueError(f"attach() needs a detached transfer, got status {tr.status!r}")
+        self._settle()
+        if restart:
+            tr.bits_left = float(tr.bits)
+        tr.status = "active"
+        self.active.append(tr)
+        self._poke()
+
+    def interference_psd_w_per_hz(self, gain_to_this_bs: Callable[[Transfer, float], float], t: float) -> float:
+        """Power spectral density this band's active transfers cause at another base station:
+        each transmits ``snr_power_w`` spread over its FDMA share; ``gain_to_this_bs(tr, t)`` is the
+        link gain from the transfer's device to that base station."""
+        n = len(self.active)
+        if n == 0:
+            return 0.0
+        b = self.share_hz(n)
+        return sum(tr.snr_power_w * gain_to_this_bs(tr, t) for tr in self.active) / b
+
     def share_hz(self, n_active: int) -> float:
         """Bandwidth of each active transfer (Hz): equal FDMA shares, or the whole band if unshared."""
         return self.bandwidth_hz / n_active if (self.shared and n_active > 0) else self.bandwidth_hz
 
     # ---------------------------------------------------------------- internals
+    def poke(self) -> None:
+        """Make the band recompute its rates now (e.g. the interference it sees changed)."""
+        self._settle()
+        self._poke()
+
     def _poke(self) -> None:
         if not self._wake.triggered:
             self._wake.succeed()
@@ -173,8 +218,11 @@ class SharedBand:
         self.rate_updates += 1
         b = self.share_hz(len(self.active))
         t_next = math.inf
+        n0 = self.noise_density_w_per_hz
+        if self.interference_psd is not None:
+            n0 += self.interference_psd(now)
         for tr in self.active:
-            r = uplink_rate_bps(b, tr.snr_power_w, tr.gain(now), self.noise_density_w_per_hz)
+            r = uplink_rate_bps(b, tr.snr_power_w, tr.gain(now), n0)
             tr.rate_bps = r
             tr._t_finish = now + tr.bits_left / r if r > 0 else math.inf
             tr._t_empty = now + tr.battery.time_to_empty_s(tr.drain_power_w)

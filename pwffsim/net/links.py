@@ -1,0 +1,131 @@
+"""Large-scale link gains between moving devices and cells, and the A3 handover rule.
+
+:class:`LinkBudget` gives the large-scale gain (path loss, LOS state, shadowing) of every
+(device, cell) link at a position.  The random parts are drawn per link from their own streams, so a
+link's realisation never depends on query order:
+
+* 3GPP TR 38.901 models (``UMa``, ``UMi``, ``RMa``): LOS iff ``u < P_LOS(d)`` with one uniform ``u``
+  per link (so a moving device's LOS state changes consistently with its distance); shadowing sigma
+  from Table 7.4.1-1 for the current LOS state.
+* ``macro-128.1-37.6`` and ``free-space``: shadowing with the scenario's sigma.
+* Shadowing is either one N(0, 1) draw per link (scaled by sigma) or, with ``correlated=True``, a
+  spatially correlated field per cell (Gudmundson exponential autocorrelation with the standard's
+  decorrelation distances), evaluated at the device's position.
+
+:class:`A3Handover` is the event-A3 rule: hand over to the strongest neighbour once it has been
+better than the serving cell by ``hysteresis_db`` for ``time_to_trigger_s`` continuously.
+
+Never imports torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from . import tr38901
+from .channel import path_loss_db as simple_path_loss_db
+
+TR38901_MODELS = ("UMa", "UMi", "RMa")
+
+
+@dataclass
+class CellSite:
+    x_m: float
+    y_m: float
+    height_m: float
+    carrier_hz: float
+    tx_power_dbm: float
+
+
+class LinkBudget:
+    """Large-scale gain (dB, negative) of device ``k`` towards cell ``j`` at position ``xy``."""
+
+    def __init__(self, model: str, cells: Sequence[CellSite], sigma_db: float,
+                 rng_for: Callable[..., np.random.Generator], n_devices: int, correlated: bool = False,
+                 ue_height_m: float = 1.5):
+        self.model = model
+        self.cells = list(cells)
+        self.sigma_db = float(sigma_db)
+        self.ue_height_m = float(ue_height_m)
+        self.correlated = correlated
+        n_cells = len(self.cells)
+        # One uniform (LOS) and one standard normal (shadowing) per link, from per-device streams.
+        self._u_los = np.empty((n_devices, n_cells))
+        self._z_shadow = np.empty((n_devices, n_cells))
+        for k in range(n_devices):
+            rng = rng_for(k)
+            self._u_los[k] = rng.uniform(size=n_cells)
+            self._z_shadow[k] = rng.standard_normal(size=n_cells)
+        self._fields: dict[tuple[int, bool], tr38901.CorrelatedShadowing] = {}
+        if correlated:
+            for j in range(n_cells):
+                for los in (True, False):
+                    d_corr = (tr38901.shadowing_decorrelation_m(model, los) if model in TR38901_MODELS
+                              else 50.0)
+                    self._fields[(j, los)] = tr38901.CorrelatedShadowing(1.0, d_corr, rng_for(10_000 + j, int(los)))
+
+    def distance_2d_m(self, cell: int, xy: np.ndarray) -> float:
+        c = self.cells[cell]
+        return float(math.hypot(xy[0] - c.x_m, xy[1] - c.y_m))
+
+    def los(self, device: int, cell: int, xy: np.ndarray) -> bool:
+        if self.model not in TR38901_MODELS:
+            return True
+        p = tr38901.los_probability(self.model, self.distance_2d_m(cell, xy), h_ut_m=self.ue_height_m)
+        return bool(self._u_los[device, cell] < p)
+
+    def gain_db(self, device: int, cell: int, xy: Optional[np.ndarray]) -> float:
+        """Large-scale gain in dB (``-inf`` when the device is out of coverage, ``xy is None``)."""
+        if xy is None:
+            return -math.inf
+        c = self.cells[cell]
+        d = self.distance_2d_m(cell, xy)
+        if self.model in TR38901_MODELS:
+            los = self.los(device, cell, xy)
+            pl = tr38901.path_loss_db(self.model, d, c.carrier_hz, los, h_bs_m=c.height_m, h_ut_m=self.ue_height_m)
+            sigma = tr38901.shadowing_sigma_db(self.model, los, d_2d_m=d, carrier_hz=c.carrier_hz,
+                                               h_bs_m=c.height_m, h_ut_m=self.ue_height_m)
+        else:
+            los = True
+            pl = simple_path_loss_db(self.model, d, c.carrier_hz)
+            sigma = self.sigma_db
+        if self.correlated:
+            z = self._fields[(cell, los)].value_db(float(xy[0]), float(xy[1]))
+        else:
+            z = self._z_shadow[device, cell]
+        return -(float(pl) + sigma * float(z))
+
+    def rsrp_dbm(self, device: int, xy: Optional[np.ndarray]) -> np.ndarray:
+        """Mean received power from every cell (dBm): BS power plus large-scale gain (no fading)."""
+        return np.array([c.tx_power_dbm + self.gain_db(device, j, xy) for j, c in enumerate(self.cells)])
+
+
+class A3Handover:
+    """Event A3 with hysteresis and time-to-trigger (3GPP TS 38.331 sec. 5.5.4.4, simplified).
+
+    Feed it the RSRP of every cell at successive sample times; :meth:`update` returns the target cell
+    when a neighbour has stayed better than the serving cell by more than ``hysteresis_db`` for at
+    least ``time_to_trigger_s`` (checked at the sample times, so the handover time is exact to one
+    sampling step), else ``None``.
+    """
+
+    def __init__(self, hysteresis_db: float, time_to_trigger_s: float):
+        self.hysteresis_db = float(hysteresis_db)
+        self.time_to_trigger_s = float(time_to_trigger_s)
+        self._candidate: Optional[int] = None
+        self._since_s = math.nan
+
+    def update(self, t_s: float, rsrp_dbm: np.ndarray, serving: int) -> Optional[int]:
+        best = int(np.argmax(rsrp_dbm))
+        if best != serving and rsrp_dbm[best] > rsrp_dbm[serving] + self.hysteresis_db:
+            if self._candidate != best:
+                self._candidate, self._since_s = best, t_s
+            if t_s - self._since_s >= self.time_to_trigger_s - 1e-12:
+                self._candidate, self._since_s = None, math.nan
+                return best
+        else:
+            self._candidate, self._since_s = None, math.nan
+        return None
