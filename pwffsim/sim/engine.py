@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import simpy
 
-from ..net.channel import BlockFading, dbm_to_w, db_to_linear, draw_shadowing_db, path_loss_db
+from ..net.channel import BlockFading, coherence_time_s, dbm_to_w, db_to_linear
 from ..net.device import Battery, DeviceProfile
 from ..net.placement import place_uniform_disc, place_uniform_square
 from ..net.radio import SharedBand, Transfer
@@ -34,6 +34,7 @@ STREAM_FADING_DL = 5
 STREAM_SELECTION = 6
 STREAM_TRAINING = 7
 STREAM_PREFERENCE = 8
+STREAM_MOBILITY = 9
 
 
 def stream(seed: int, *keys: int) -> np.random.Generator:
@@ -61,24 +62,30 @@ class Cell:
 
 @dataclass
 class Device:
-    """Plain per-device state (what a checkpoint needs: battery level, alive flag, links)."""
+    """Plain per-device state (what a checkpoint needs: battery level, alive flag, serving cell)."""
 
     index: int
     profile: DeviceProfile
-    position_m: np.ndarray
-    cell: int
+    position_m: np.ndarray  # initial position
+    cell: int               # serving cell (changes at handovers)
     battery: Battery
-    large_scale_gain: float  # linear, path loss and shadowing towards its cell
-    ul_fading: BlockFading
-    dl_fading: BlockFading
     alive: bool = True
     t_dropout_s: float = math.nan
+    world: Any = field(default=None, repr=False)
+
+    def gain(self, cell: int, direction: str, t: float) -> float:
+        """Linear gain towards ``cell`` at ``t``: large-scale (at the position sampled at ``t``) x fading."""
+        return self.world.large_scale_gain(self.index, cell, t) * self.world.fading(self.index, cell, direction).gain(t)
 
     def ul_gain(self, t: float) -> float:
-        return self.large_scale_gain * self.ul_fading.gain(t)
+        return self.gain(self.cell, "ul", t)
 
     def dl_gain(self, t: float) -> float:
-        return self.large_scale_gain * self.dl_fading.gain(t)
+        return self.gain(self.cell, "dl", t)
+
+    def next_change_s(self, direction: str, t: float) -> float:
+        return min(self.world.fading(self.index, self.cell, direction).next_boundary_s(t),
+                   self.world.next_position_change_s(self.index, t))
 
 
 def build_profiles(sc: Scenario) -> list[DeviceProfile]:
@@ -91,9 +98,25 @@ def build_profiles(sc: Scenario) -> list[DeviceProfile]:
     ]
 
 
-def place_devices(sc: Scenario) -> np.ndarray:
+def cell_configs(sc: Scenario):
+    """The scenario's cells, or the topology's base stations (noise density from cells[0])."""
+    if sc.topology is None:
+        return list(sc.cells), None
+    from ..net.topology import load_topology
+    from ..scenario import CellConfig
+
+    topo = load_topology(sc.topology)
+    n0 = sc.cells[0].noise_density_dbm_hz
+    cells = [CellConfig(id=b.id, x_m=b.x_m, y_m=b.y_m, uplink_bandwidth_hz=b.uplink_bandwidth_hz,
+                        downlink_bandwidth_hz=b.downlink_bandwidth_hz, carrier_hz=b.carrier_hz,
+                        bs_tx_power_dbm=b.tx_power_dbm, noise_density_dbm_hz=n0, height_m=b.height_m)
+             for b in topo.base_stations]
+    return cells, topo
+
+
+def place_devices(sc: Scenario, cells) -> np.ndarray:
     d = sc.devices
-    centre = (sc.cells[0].x_m, sc.cells[0].y_m)
+    centre = (float(np.mean([c.x_m for c in cells])), float(np.mean([c.y_m for c in cells])))
     rng = stream(sc.seed, STREAM_PLACEMENT)
     if d.placement == "explicit":
         return np.asarray(d.positions_m, dtype=float).reshape(d.count, 2)
@@ -102,39 +125,134 @@ def place_devices(sc: Scenario) -> np.ndarray:
     return place_uniform_square(rng, d.count, centre, d.side_m, d.min_distance_m)
 
 
+def build_mobility(sc: Scenario, positions: np.ndarray, cells):
+    """A MobilityModel for the scenario, or None for static devices."""
+    from ..net import mobility as mob
+
+    m = sc.mobility
+    if m.model == "static":
+        return None
+    cx, cy = float(np.mean([c.x_m for c in cells])), float(np.mean([c.y_m for c in cells]))
+    half = sc.devices.side_m / 2
+    area = m.area_m if m.area_m is not None else (cx - half, cy - half, cx + half, cy + half)
+    rng = stream(sc.seed, STREAM_MOBILITY)
+    n = sc.devices.count
+    if m.model == "trace":
+        trajectories = mob.load_trace(m.trace, m.trace_format)
+        ids = m.client_ids or None
+        model = mob.MobilityModel(trajectories, client_ids=ids, offset_m=m.offset_m, scale=m.scale, end=m.end,
+                                  area=m.area_m)
+        if model.num_clients < n:
+            raise ValueError(f"mobility.trace: {m.trace} has {model.num_clients} nodes for devices.count={n} devices "
+                             f"(set devices.count or mobility.client_ids)")
+        return model
+    start = np.clip(positions, [area[0], area[1]], [area[2], area[3]])
+    if m.model == "random-waypoint":
+        trajectories = mob.random_waypoint(rng, n, area, speed_range_mps=(m.speed_min_mps, m.speed_max_mps),
+                                           pause_s=(0.0, m.pause_max_s), duration_s=m.duration_s, start_positions=start)
+    else:
+        trajectories = mob.gauss_markov(rng, n, area, mean_speed_mps=m.mean_speed_mps, alpha=m.gauss_markov_alpha,
+                                        duration_s=m.duration_s, start_positions=start)
+    return mob.MobilityModel(trajectories, end="hold", area=m.area_m)
+
+
+class World:
+    """Cells, devices and their links, with positions sampled every ``mobility.sample_step_s``."""
+
+    def __init__(self, sc: Scenario, env: simpy.Environment):
+        from ..net.links import CellSite, LinkBudget
+
+        self.sc = sc
+        cfgs, self.topology = cell_configs(sc)
+        self.cells: list[Cell] = []
+        for i, c in enumerate(cfgs):
+            n0 = dbm_to_w(c.noise_density_dbm_hz)
+            self.cells.append(Cell(
+                index=i, id=c.id, position_m=np.array([c.x_m, c.y_m], dtype=float),
+                bs_tx_power_w=dbm_to_w(c.bs_tx_power_dbm),
+                uplink=SharedBand(env, c.uplink_bandwidth_hz, n0, shared=True, name=f"{c.id}/ul"),
+                downlink=SharedBand(env, c.downlink_bandwidth_hz, n0, shared=False, name=f"{c.id}/dl"),
+            ))
+        ch = sc.channel
+        n = sc.devices.count
+        self.link = LinkBudget(ch.path_loss, [CellSite(c.x_m, c.y_m, c.height_m, c.carrier_hz, c.bs_tx_power_dbm)
+                                              for c in cfgs],
+                               ch.shadowing_sigma_db, lambda *keys: stream(sc.seed, STREAM_SHADOWING, *keys), n,
+                               correlated=ch.shadowing_correlated, ue_height_m=ch.ue_height_m)
+        positions = place_devices(sc, cfgs)
+        self.mobility = build_mobility(sc, positions, cfgs)
+        self.step_s = sc.mobility.sample_step_s
+        profiles = build_profiles(sc)
+        shares = np.array([p.share for p in sc.devices.profiles], dtype=float)
+        prof_idx = stream(sc.seed, STREAM_PROFILE).choice(len(profiles), size=n, p=shares / shares.sum())
+        self._static = positions
+        self._gain_cache: dict[tuple[int, int, int], float] = {}
+        self._fading: dict[tuple[int, int, str], BlockFading] = {}
+        self._coherence_s = [self._coherence_time_s(k, cfgs) for k in range(n)]
+        self.devices: list[Device] = []
+        for k in range(n):
+            xy = self.position(k, 0.0)
+            rsrp = self.link.rsrp_dbm(k, xy)
+            prof = profiles[int(prof_idx[k])]
+            self.devices.append(Device(index=k, profile=prof, position_m=(positions[k] if xy is None else xy).copy(),
+                                       cell=int(np.argmax(rsrp)), battery=Battery(prof.battery_j), world=self))
+
+    @property
+    def moving(self) -> bool:
+        return self.mobility is not None
+
+    def _coherence_time_s(self, k: int, cfgs) -> float:
+        ch = self.sc.channel
+        if self.mobility is None or not ch.coherence_from_speed:
+            return ch.coherence_time_s
+        traj = self.mobility.trajectory(k)
+        if len(traj.t_s) < 2 or traj.t_s[-1] <= traj.t_s[0]:
+            return ch.coherence_time_s
+        dist = float(np.sum(np.hypot(*np.diff(traj.xy_m, axis=0).T)))
+        v = dist / float(traj.t_s[-1] - traj.t_s[0])
+        return coherence_time_s(v, cfgs[0].carrier_hz) if v > 0 else ch.coherence_time_s
+
+    def sample_index(self, t: float) -> int:
+        return int(math.floor(t / self.step_s + 1e-9)) if self.moving else 0
+
+    def position(self, k: int, t: float) -> Optional[np.ndarray]:
+        """Position at the last sample time at or before ``t`` (None: out of coverage / left)."""
+        if self.mobility is None:
+            return self._static[k]
+        return self.mobility.position(k, self.sample_index(t) * self.step_s)
+
+    def available(self, k: int, t: float) -> bool:
+        return self.position(k, t) is not None
+
+    def next_position_change_s(self, k: int, t: float) -> float:
+        if self.mobility is None:
+            return math.inf
+        return (self.sample_index(t) + 1) * self.step_s
+
+    def large_scale_gain(self, k: int, cell: int, t: float) -> float:
+        key = (k, cell, self.sample_index(t))
+        g = self._gain_cache.get(key)
+        if g is None:
+            if len(self._gain_cache) > 100_000:
+                self._gain_cache.clear()
+            g = float(db_to_linear(self.link.gain_db(k, cell, self.position(k, t))))
+            self._gain_cache[key] = g
+        return g
+
+    def fading(self, k: int, cell: int, direction: str) -> BlockFading:
+        key = (k, cell, direction)
+        f = self._fading.get(key)
+        if f is None:
+            ch = self.sc.channel
+            s_id = STREAM_FADING_UL if direction == "ul" else STREAM_FADING_DL
+            f = BlockFading(ch.fading, self._coherence_s[k], stream(self.sc.seed, s_id, k, cell), ch.rician_k_db)
+            self._fading[key] = f
+        return f
+
+
 def build_world(sc: Scenario, env: simpy.Environment) -> tuple[list[Cell], list[Device]]:
-    cells: list[Cell] = []
-    for i, c in enumerate(sc.cells):
-        n0 = dbm_to_w(c.noise_density_dbm_hz)
-        cells.append(Cell(
-            index=i, id=c.id, position_m=np.array([c.x_m, c.y_m], dtype=float), bs_tx_power_w=dbm_to_w(c.bs_tx_power_dbm),
-            uplink=SharedBand(env, c.uplink_bandwidth_hz, n0, shared=True, name=f"{c.id}/ul"),
-            downlink=SharedBand(env, c.downlink_bandwidth_hz, n0, shared=False, name=f"{c.id}/dl"),
-        ))
-    profiles = build_profiles(sc)
-    shares = np.array([p.share for p in sc.devices.profiles], dtype=float)
-    prof_idx = stream(sc.seed, STREAM_PROFILE).choice(len(profiles), size=sc.devices.count, p=shares / shares.sum())
-    positions = place_devices(sc)
-    ch = sc.channel
-    devices: list[Device] = []
-    for k in range(sc.devices.count):
-        # Large-scale gain to every cell; attach to the strongest mean received power.
-        sh = draw_shadowing_db(stream(sc.seed, STREAM_SHADOWING, k), ch.shadowing_sigma_db, size=len(cells))
-        gains_db = []
-        for j, cell in enumerate(cells):
-            d_m = float(np.hypot(*(positions[k] - cell.position_m)))
-            pl = path_loss_db(ch.path_loss, d_m, sc.cells[j].carrier_hz)
-            gains_db.append(-(pl + float(np.atleast_1d(sh)[j])))
-        rx_dbm = [sc.cells[j].bs_tx_power_dbm + g for j, g in enumerate(gains_db)]
-        j = int(np.argmax(rx_dbm))
-        prof = profiles[int(prof_idx[k])]
-        devices.append(Device(
-            index=k, profile=prof, position_m=positions[k].copy(), cell=j, battery=Battery(prof.battery_j),
-            large_scale_gain=float(db_to_linear(gains_db[j])),
-            ul_fading=BlockFading(ch.fading, ch.coherence_time_s, stream(sc.seed, STREAM_FADING_UL, k, j), ch.rician_k_db),
-            dl_fading=BlockFading(ch.fading, ch.coherence_time_s, stream(sc.seed, STREAM_FADING_DL, k, j), ch.rician_k_db),
-        ))
-    return cells, devices
+    w = World(sc, env)
+    return w.cells, w.devices
 
 
 # ------------------------------------------------------------------------------------ run
@@ -174,7 +292,8 @@ class Simulation:
                  on_round: Optional[Callable[[dict], None]] = None):
         self.sc = scenario
         self.env = simpy.Environment()
-        self.cells, self.devices = build_world(scenario, self.env)
+        self.world = World(scenario, self.env)
+        self.cells, self.devices = self.world.cells, self.world.devices
         self.learner = learner if learner is not None else _build_learner(scenario)
         self._own_executor = executor is None
         self.executor = executor if executor is not None else _build_executor(scenario, self.learner)
@@ -194,6 +313,9 @@ class Simulation:
         self.flops, self.tokens = self.learner.estimate_cost()
         self.selection_rng = stream(scenario.seed, STREAM_SELECTION)
         self.on_round = on_round
+        self._in_flight: dict[int, tuple[Transfer, str]] = {}
+        if scenario.channel.interference and len(self.cells) > 1:
+            self._wire_interference()
 
     # ------------------------------------------------------------------ trace rows
     def _row(self, table: str, **row: Any) -> None:
@@ -202,10 +324,12 @@ class Simulation:
             self.writer.add(table, **row)
 
     def _event(self, r: int, dev: Optional[Device], kind: str, t0: float, t1: float, nbytes: int, rate: float,
-               energy: float, status: str) -> None:
+               energy: float, status: str, cell: Optional[str] = None, cell_from: str = "") -> None:
+        if cell is None:
+            cell = "" if dev is None else self.cells[dev.cell].id
         self._row(
             "events", t_start_s=float(t0), t_end_s=float(t1), round=r,
-            client=-1 if dev is None else dev.index, cell="" if dev is None else self.cells[dev.cell].id,
+            client=-1 if dev is None else dev.index, cell=cell, cell_from=cell_from,
             kind=kind, bytes=int(nbytes), rate_bps=float(rate), energy_j=float(energy),
             battery_j=math.nan if dev is None else float(dev.battery.level_j), status=status,
         )
@@ -216,23 +340,102 @@ class Simulation:
         self._event(r, dev, "dropout", self.env.now, self.env.now, 0, 0.0, 0.0, "dropped")
 
     # ------------------------------------------------------------------ client lifecycle
+    def _band(self, dev: Device, kind: str) -> SharedBand:
+        cell = self.cells[dev.cell]
+        return cell.downlink if kind == "download" else cell.uplink
+
     def _transfer(self, r: int, dev: Device, kind: str, nbytes: int, out: ClientOutcome):
         cell = self.cells[dev.cell]
+        direction = "dl" if kind == "download" else "ul"
         if kind == "download":
-            band, snr_p, drain_p, gain, nxt = (cell.downlink, cell.bs_tx_power_w, dev.profile.rx_power_w,
-                                               dev.dl_gain, dev.dl_fading.next_boundary_s)
+            snr_p, drain_p, gain = cell.bs_tx_power_w, dev.profile.rx_power_w, dev.dl_gain
         else:
-            band, snr_p, drain_p, gain, nxt = (cell.uplink, dev.profile.tx_power_w, dev.profile.tx_power_w,
-                                               dev.ul_gain, dev.ul_fading.next_boundary_s)
+            snr_p, drain_p, gain = dev.profile.tx_power_w, dev.profile.tx_power_w, dev.ul_gain
         tr = Transfer(device=dev.index, bits=8.0 * nbytes, snr_power_w=snr_p, drain_power_w=drain_p,
-                      battery=dev.battery, gain=gain, next_change_s=nxt)
+                      battery=dev.battery, gain=gain, next_change_s=lambda t: dev.next_change_s(direction, t))
+        self._in_flight[dev.index] = (tr, kind)
         try:
-            yield band.start(tr)
+            yield self._band(dev, kind).start(tr)
         except simpy.Interrupt:
-            band.cancel(tr, "late")
+            if tr.status == "detached":  # stopped during a handover interruption
+                tr.status, tr.t_end_s = "late", self.env.now
+                tr.rate_bps = tr.mean_rate_bps
+            else:
+                self._band(dev, kind).cancel(tr, "late")
+        finally:
+            self._in_flight.pop(dev.index, None)
         out.energy_j += tr.energy_j
         self._event(r, dev, kind, tr.t_start_s, tr.t_end_s, nbytes, tr.mean_rate_bps, tr.energy_j, tr.status)
         return tr.status
+
+    def _backhaul(self, r: int, dev: Device, src: str, dst: str, nbytes: int):
+        """The model part crossing the backhaul graph (latency + bytes over the bottleneck)."""
+        t0 = self.env.now
+        dt = self.world.topology.transfer_time_s(src, dst, nbytes)
+        status = "ok"
+        try:
+            yield self.env.timeout(dt)
+        except simpy.Interrupt:
+            status = "late"
+        t1 = self.env.now
+        self._event(r, dev, "backhaul", t0, t1, nbytes, 8.0 * nbytes / (t1 - t0) if t1 > t0 else 0.0, 0.0, status,
+                    cell=dst, cell_from=src)
+        return status
+
+    # ------------------------------------------------------------------ mobility and handover
+    def _mobility(self, dev: Device):
+        """Re-evaluate the device's association every sample step; A3 handover with time-to-trigger."""
+        from ..net.links import A3Handover
+
+        env, w, ho_cfg = self.env, self.world, self.sc.handover
+        rule = A3Handover(ho_cfg.hysteresis_db, ho_cfg.time_to_trigger_s)
+        k = 1
+        while True:
+            yield env.timeout(max(0.0, k * w.step_s - env.now))
+            k += 1
+            if not dev.alive:
+                return
+            xy = w.position(dev.index, env.now)
+            if xy is None:
+                continue
+            target = rule.update(env.now, w.link.rsrp_dbm(dev.index, xy), dev.cell)
+            if target is not None:
+                yield from self._handover(dev, target)
+
+    def _handover(self, dev: Device, target: int):
+        env = self.env
+        old = dev.cell
+        flight = self._in_flight.get(dev.index)
+        moved = None
+        if flight is not None:
+            tr, kind = flight
+            if self._band(dev, kind).detach(tr):
+                moved = (tr, kind)
+        dev.cell = target
+        t0 = env.now
+        yield env.timeout(self.sc.handover.interruption_s)
+        if moved is not None and moved[0].status == "detached":
+            self._band(dev, moved[1]).attach(moved[0], restart=self.sc.handover.in_flight == "restart")
+        self._event(self.state.round, dev, "handover", t0, env.now, 0, 0.0, 0.0, "ok",
+                    cell=self.cells[target].id, cell_from=self.cells[old].id)
+
+    def _wire_interference(self) -> None:
+        """Uplink SINR: each cell's uplink sees the other cells' active uploads (full reuse)."""
+        bands = [c.uplink for c in self.cells]
+        for j, band in enumerate(bands):
+            def psd(t, j=j):
+                return sum(other.interference_psd_w_per_hz(
+                    lambda tr, tt: self.devices[tr.device].gain(j, "ul", tt), t)
+                    for i, other in enumerate(bands) if i != j)
+            band.interference_psd = psd
+
+        def poke_others(changed: SharedBand) -> None:
+            for b in bands:
+                if b is not changed:
+                    b.poke()
+
+        for band in bands:
+            band.on_membership_change = poke_others
 
     def _compute(self, r: int, dev: Device, out: ClientOutcome):
         env = self.env
@@ -277,9 +480,16 @@ class Simulation:
         out = ClientOutcome(client=dev.index)
         # Nothing global (local-only): nothing to download or upload.
         phases = ("download", "compute", "upload") if down_bytes > 0 else ("compute",)
+        topo = self.world.topology
+        if topo is not None and down_bytes > 0:
+            phases = ("backhaul-down", *phases, "backhaul-up")
         for phase in phases:
             if phase == "compute":
                 status = yield from self._compute(r, dev, out)
+            elif phase == "backhaul-down":
+                status = yield from self._backhaul(r, dev, topo.cloud, self.cells[dev.cell].id, down_bytes)
+            elif phase == "backhaul-up":
+                status = yield from self._backhaul(r, dev, self.cells[dev.cell].id, topo.cloud, up_bytes)
             else:
                 status = yield from self._transfer(r, dev, phase, down_bytes if phase == "download" else up_bytes, out)
             if phase == "download":
@@ -300,9 +510,10 @@ class Simulation:
         sc = self.sc
         for r in range(sc.fl.rounds):
             self.state.round = r
-            alive = [d.index for d in self.devices if d.alive and not d.battery.empty]
+            alive = [d.index for d in self.devices
+                     if d.alive and not d.battery.empty and self.world.available(d.index, env.now)]
             if not alive:
-                self.state.stopped_reason = f"no device with battery left before round {r}"
+                self.state.stopped_reason = f"no available device with battery left before round {r}"
                 break
             selected = self.policy.select(self.selection_rng, alive, sc.fl.clients_per_round)
             t_start = env.now
@@ -391,8 +602,11 @@ class Simulation:
 
     def run(self) -> dict:
         try:
-            self.env.process(self._server())
-            self.env.run()
+            server = self.env.process(self._server())
+            if self.world.moving and len(self.cells) > 1:
+                for dev in self.devices:
+                    self.env.process(self._mobility(dev))
+            self.env.run(until=server)
         finally:
             if self._own_executor:
                 self.executor.close()
@@ -449,7 +663,7 @@ def learner_specs(sc: Scenario):
     m, d, f, pw = sc.model, sc.data, sc.fl, sc.pwff
     model_spec = ModelSpec(source=m.source, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
                            target_modules=tuple(m.target_modules) if m.target_modules else None, seed=sc.seed,
-                           adapter_size=m.adapter_size)
+                           adapter_size=m.adapter_size, gguf_file=m.gguf_file)
     data_spec = DataSpec(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
                          eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
                          dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed)

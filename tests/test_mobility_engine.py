@@ -1,0 +1,115 @@
+"""Mobility, handover and backhaul through the simulator, against hand-computed expectations."""
+import math
+
+import pytest
+
+from pwffsim.scenario import load_scenario, scenario_from_dict
+from pwffsim.sim.engine import Simulation
+
+from conftest import StubLearner
+
+V = 10.0          # m/s
+X0, X1 = 50.0, 450.0
+HYST, TTT, STEP, INTERRUPT = 3.0, 0.16, 0.1, 0.05
+
+
+def two_cell_line(tmp_path, in_flight="continue"):
+    trace = tmp_path / "line.csv"
+    trace.write_text(f"t,id,x,y\n0,car,{X0},0\n{(X1 - X0) / V},car,{X1},0\n")
+    return scenario_from_dict({
+        "cells": [{"id": "A", "x_m": 0.0, "uplink_bandwidth_hz": 1e5}, {"id": "B", "x_m": 500.0, "uplink_bandwidth_hz": 1e5}],
+        "devices": {"count": 1, "placement": "explicit", "positions_m": [[X0, 0.0]],
+                    "profiles": [{"battery_j": 1e6, "cpu_hz": 1e9, "flops_per_cycle": 1.0}]},
+        "channel": {"fading": "none", "shadowing_sigma_db": 0.0},
+        "mobility": {"model": "trace", "trace": str(trace), "sample_step_s": STEP},
+        "handover": {"hysteresis_db": HYST, "time_to_trigger_s": TTT, "interruption_s": INTERRUPT, "in_flight": in_flight},
+        "fl": {"rounds": 1, "clients_per_round": 1, "aggregation_time_s": 0.0},
+        "pwff": {"scheme": "fedavg-all"},
+    })
+
+
+def expected_handover_time():
+    # A3 entry: PL_A - PL_B > HYST with equal BS powers:  37.6 log10(x / (500 - x)) > HYST
+    ratio = 10 ** (HYST / 37.6)
+    x_c = 500 * ratio / (1 + ratio)
+    return (x_c - X0) / V + TTT
+
+
+def test_straight_line_hands_over_once_at_expected_time_and_upload_delivers_all_bits(tmp_path):
+    payload = 2_000_000
+    # compute ends at 15 s; the 16 Mbit upload over 100 kHz takes several seconds, across the handover
+    learner = StubLearner(payload, flops=15e9)
+    sim = Simulation(two_cell_line(tmp_path), learner=learner)
+    sim.run()
+    hos = [e for e in sim.events if e["kind"] == "handover"]
+    assert len(hos) == 1, hos
+    (ho,) = hos
+    assert (ho["cell_from"], ho["cell"]) == ("A", "B")
+    assert abs(ho["t_start_s"] - expected_handover_time()) <= STEP + 1e-9
+    assert ho["t_end_s"] - ho["t_start_s"] == pytest.approx(INTERRUPT)
+    (up,) = [e for e in sim.events if e["kind"] == "upload"]
+    assert up["t_start_s"] < ho["t_start_s"] < up["t_end_s"], "the upload must be in flight at the handover"
+    assert up["status"] == "ok" and up["cell"] == "B"
+    # bits delivered = rate x duration = the payload, exactly once (remaining bits carried over)
+    assert up["rate_bps"] * (up["t_end_s"] - up["t_start_s"]) == pytest.approx(8 * payload, rel=1e-9)
+    assert sim.rounds[0]["aggregated"] == 1
+
+
+def test_restart_policy_takes_longer_than_continue(tmp_path):
+    ends = {}
+    for policy in ("continue", "restart"):
+        sim = Simulation(two_cell_line(tmp_path, policy), learner=StubLearner(2_000_000, flops=15e9))
+        sim.run()
+        (up,) = [e for e in sim.events if e["kind"] == "upload"]
+        ends[policy] = up["t_end_s"]
+    assert ends["restart"] > ends["continue"] + 1.0
+
+
+def test_static_devices_never_hand_over(tmp_path):
+    sc = load_scenario(None, overrides=["fl.rounds=2", "devices.count=4", "fl.clients_per_round=2",
+                                        "pwff.align_steps=0", "pwff.metric_prompts=1"])
+    sim = Simulation(sc, learner=StubLearner())
+    sim.run()
+    assert not [e for e in sim.events if e["kind"] == "handover"]
+
+
+def test_backhaul_legs_follow_topology_routes(tmp_path):
+    from pathlib import Path
+
+    from pwffsim.net.topology import load_topology
+
+    topo_path = Path(__file__).resolve().parents[1] / "topologies" / "hierarchical.toml"
+    sc = load_scenario(None, overrides=[f"topology='{topo_path}'", "fl.rounds=1", "devices.count=4",
+                                        "fl.clients_per_round=4", "devices.placement='square'",
+                                        "devices.side_m=600", "pwff.scheme='fedavg-all'"])
+    payload = 400_000
+    sim = Simulation(sc, learner=StubLearner(payload, 1e9))
+    sim.run()
+    topo = load_topology(topo_path)
+    bh = [e for e in sim.events if e["kind"] == "backhaul"]
+    assert len(bh) == 8
+    for e in bh:
+        want = topo.transfer_time_s(e["cell_from"], e["cell"], payload)
+        assert e["t_end_s"] - e["t_start_s"] == pytest.approx(want, rel=1e-12)
+        assert e["energy_j"] == 0.0
+    # every download starts when its backhaul leg ended; arrival after the upward leg
+    for k in range(4):
+        down = [e for e in bh if e["client"] == k and e["cell_from"] == topo.cloud][0]
+        dl = [e for e in sim.events if e["client"] == k and e["kind"] == "download"][0]
+        assert dl["t_start_s"] == pytest.approx(down["t_end_s"])
+
+
+def test_interference_slows_concurrent_uploads_in_other_cells(tmp_path):
+    durations = {}
+    for interference in (False, True):
+        sc = scenario_from_dict({
+            "cells": [{"id": "A", "x_m": 0.0}, {"id": "B", "x_m": 400.0}],
+            "devices": {"count": 2, "placement": "explicit", "positions_m": [[150.0, 0.0], [250.0, 0.0]]},
+            "channel": {"fading": "none", "shadowing_sigma_db": 0.0, "interference": interference},
+            "fl": {"rounds": 1, "clients_per_round": 2, "aggregation_time_s": 0.0},
+            "pwff": {"scheme": "fedavg-all"},
+        })
+        sim = Simulation(sc, learner=StubLearner(4_000_000, 1e9))
+        sim.run()
+        durations[interference] = [e["t_end_s"] - e["t_start_s"] for e in sim.events if e["kind"] == "upload"]
+    assert all(b > 1.5 * a for a, b in zip(durations[False], durations[True]))
