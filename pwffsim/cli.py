@@ -35,8 +35,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return _fail("validate needs a SCENARIO file (or --reference)")
     try:
         sc = _load(args)
-    except ScenarioError as err:
-        return _fail(str(err))
+        # Files the scenario names are checked too (network side only: no torch).
+        if sc.topology is not None:
+            from .net.topology import load_topology
+
+            load_topology(sc.topology)
+        if sc.mobility.model == "trace":
+            from .net.mobility import load_trace
+
+            load_trace(sc.mobility.trace, sc.mobility.trace_format)
+    except ValueError as err:  # ScenarioError, TopologyError, MobilityError
+        return _fail(str(err).splitlines()[0])
     if args.resolved:
         print(dump_scenario_toml(sc), end="")
     else:
