@@ -1,4 +1,4 @@
-"""Command line: ``pwffsim run | validate | plot | pretrain``.
+"""Command line: ``pwffsim run | compare | validate | plot | pretrain``.
 
 Bad input (a malformed scenario, an unknown override, a missing run directory) prints one line,
 ``pwffsim: error: <file>: field '<path>': <what was expected>; given <value>``, and exits with status 2.
@@ -127,6 +127,34 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import parse_seeds, policy_overrides, run_compare
+    from .scenario import ScenarioError, load_scenario
+
+    try:
+        seeds = parse_seeds(args.seeds)
+        for spec in args.policy:
+            load_scenario(args.scenario, overrides=[*(args.set or []), *policy_overrides(spec)])
+    except (ValueError, ScenarioError) as err:
+        return _fail(str(err).splitlines()[0])
+    total = len(seeds) * len(args.policy)
+    done = [0]
+
+    def progress(spec: str, seed: int) -> None:
+        done[0] += 1
+        if not args.quiet:
+            print(f"  [{done[0]}/{total}] {spec} seed {seed}", file=sys.stderr)
+
+    try:
+        res = run_compare(args.scenario, args.policy, seeds, args.out, overrides=args.set or [],
+                          target_loss=args.target_loss, progress=progress)
+    except (ValueError, OSError) as err:
+        return _fail(str(err).splitlines()[0])
+    print(res["markdown"], end="")
+    print(f"tables and plots in {args.out}")
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .learn.pretrain import pretrain_tiny_base
 
@@ -159,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="plot directory (default RUN_DIR/plots)")
     pl.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("compare", help="run aggregation policies on the same seeds (common random numbers)")
+    c.add_argument("scenario", nargs="?", default=None)
+    c.add_argument("--policy", action="append", required=True,
+                   help="NAME[:PARAM][@SELECTOR], e.g. sync, deadline:0.5, overselect:0.3@oort (repeat)")
+    c.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,2,5")
+    c.add_argument("--out", default="runs/compare")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c.add_argument("--target-loss", type=float, default=None,
+                   help="default: the largest of the runs' best losses (every run reaches it)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_compare)
 
     pt = sub.add_parser("pretrain", help="pre-train the tiny base model on the generated corpus")
     pt.add_argument("out_dir")

@@ -143,8 +143,13 @@ class FLConfig(_Section):
     seq_len: int = Field(32, ge=4, description="Tokens per sequence.")
     learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate of the local update.")
     eval_batches: int = Field(1, ge=0, description="Held-out batches evaluated after each local update (0: none).")
-    policy: Literal["sync", "deadline"] = Field("sync", description="'sync': wait for every selected client; 'deadline': aggregate what arrived by deadline_s.")
-    deadline_s: Optional[float] = Field(None, gt=0, description="Round deadline (s) after the broadcast starts, for policy='deadline'; stragglers are stopped and marked late.")
+    policy: Literal["sync", "deadline", "overselect"] = Field("sync", description="'sync': wait for every selected client; 'deadline': aggregate what arrived by deadline_s; 'overselect': select ceil(K (1 + overcommit)), aggregate the first K to arrive.")
+    deadline_s: Optional[float] = Field(None, gt=0, description="Round deadline (s) after the round starts, for policy='deadline' (optional for 'overselect'); stragglers are stopped and marked late.")
+    overcommit: float = Field(0.3, ge=0, le=10, description="Over-selection fraction x for policy='overselect'.")
+    selection: Literal["uniform", "channel", "battery", "oort"] = Field("uniform", description="Client selection among available devices with battery left: uniform random, channel-aware (highest expected rate), battery-aware (skip devices under battery_threshold), Oort-like (statistical utility x speed).")
+    battery_threshold: float = Field(0.2, ge=0, le=1, description="selection='battery': skip devices whose battery is below this fraction of its capacity.")
+    oort_epsilon: float = Field(0.1, ge=0, le=1, description="selection='oort': exploration fraction.")
+    availability: Optional[str] = Field(None, description="Availability trace (CSV client,start_s,end_s of online intervals, or FedScale's behaviour layout as .json); offline devices are not selected, and a device going offline mid-round stops (status 'offline'). Relative to the scenario file.")
     aggregation_time_s: float = Field(0.01, ge=0, description="Server time to aggregate the received updates (s).")
 
     @model_validator(mode="after")
@@ -387,7 +392,10 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
         sc.topology = str((base / sc.topology).resolve())
     if sc.mobility.trace is not None:
         sc.mobility.trace = str((base / sc.mobility.trace).resolve())
-    for name, p in (("topology", sc.topology), ("mobility.trace", sc.mobility.trace)):
+    if sc.fl.availability is not None:
+        sc.fl.availability = str((base / sc.fl.availability).resolve())
+    for name, p in (("topology", sc.topology), ("mobility.trace", sc.mobility.trace),
+                    ("fl.availability", sc.fl.availability)):
         if p is not None and not Path(p).is_file():
             raise ScenarioError(f"{source}: field '{name}': an existing file; given {p!r}")
     return sc

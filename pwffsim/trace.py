@@ -33,12 +33,12 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("client", pa.int64(), "device index; -1 for the server"),
         ("cell", pa.string(), "cell id of the device ('' for the server); the new cell of a handover; the destination node of a backhaul transfer"),
         ("cell_from", pa.string(), "previous cell of a handover, source node of a backhaul transfer ('' otherwise)"),
-        ("kind", pa.string(), "download | compute | upload | aggregate | dropout | handover | backhaul"),
+        ("kind", pa.string(), "download | compute | upload | aggregate | dropout | handover | backhaul | offline"),
         ("bytes", pa.int64(), "payload bytes of the transfer (0 for compute, aggregate, dropout)"),
         ("rate_bps", pa.float64(), "mean rate over the activity: bits actually moved / duration (bit/s)"),
         ("energy_j", pa.float64(), "device energy drawn by this activity (J)"),
         ("battery_j", pa.float64(), "device battery after the activity (J); NaN for the server"),
-        ("status", pa.string(), "ok | late (stopped by the round deadline) | dropped (battery empty)"),
+        ("status", pa.string(), "ok | late (stopped by the deadline or not needed by over-selection) | dropped (battery empty) | offline (device went offline)"),
     ],
     "rounds": [
         ("round", pa.int64(), "round index"),
@@ -66,7 +66,7 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("w_help", pa.float64(), "the client's helpfulness weight (w_safe = 1 - w_help)"),
         ("battery_j", pa.float64(), "battery at the end of the client's round (J)"),
         ("energy_j", pa.float64(), "energy the client drew this round (J)"),
-        ("status", pa.string(), "ok (aggregated) | late | dropped"),
+        ("status", pa.string(), "ok (aggregated) | late | dropped | offline"),
     ],
     "final": [
         ("client", pa.int64(), "device index"),

@@ -297,7 +297,8 @@ class Simulation:
         self.learner = learner if learner is not None else _build_learner(scenario)
         self._own_executor = executor is None
         self.executor = executor if executor is not None else _build_executor(scenario, self.learner)
-        self.policy = policy if policy is not None else make_policy(scenario.fl.policy, scenario.fl.deadline_s)
+        self.policy = policy if policy is not None else make_policy(scenario.fl.policy, scenario.fl.deadline_s,
+                                                                     scenario.fl.overcommit)
         self.writer = TraceWriter(out_dir) if out_dir is not None else None
         self.events: list[dict] = []
         self.rounds: list[dict] = []
@@ -314,6 +315,15 @@ class Simulation:
         self.selection_rng = stream(scenario.seed, STREAM_SELECTION)
         self.on_round = on_round
         self._in_flight: dict[int, tuple[Transfer, str]] = {}
+        self._last_loss: dict[int, float] = {}
+        self._last_duration: dict[int, float] = {}
+        self._proc_client: dict[Any, int] = {}
+        from .selection import make_selector
+
+        fl = scenario.fl
+        self.selector = make_selector(fl.selection, **({"threshold_fraction": fl.battery_threshold} if fl.selection == "battery"
+                                                       else {"epsilon": fl.oort_epsilon} if fl.selection == "oort" else {}))
+        self.availability = load_availability(scenario)
         if scenario.channel.interference and len(self.cells) > 1:
             self._wire_interference()
 
@@ -356,12 +366,13 @@ class Simulation:
         self._in_flight[dev.index] = (tr, kind)
         try:
             yield self._band(dev, kind).start(tr)
-        except simpy.Interrupt:
+        except simpy.Interrupt as stop:
+            status = _stop_status(stop)
             if tr.status == "detached":  # stopped during a handover interruption
-                tr.status, tr.t_end_s = "late", self.env.now
+                tr.status, tr.t_end_s = status, self.env.now
                 tr.rate_bps = tr.mean_rate_bps
             else:
-                self._band(dev, kind).cancel(tr, "late")
+                self._band(dev, kind).cancel(tr, status)
         finally:
             self._in_flight.pop(dev.index, None)
         out.energy_j += tr.energy_j
@@ -375,8 +386,8 @@ class Simulation:
         status = "ok"
         try:
             yield self.env.timeout(dt)
-        except simpy.Interrupt:
-            status = "late"
+        except simpy.Interrupt as stop:
+            status = _stop_status(stop)
         t1 = self.env.now
         self._event(r, dev, "backhaul", t0, t1, nbytes, 8.0 * nbytes / (t1 - t0) if t1 > t0 else 0.0, 0.0, status,
                     cell=dst, cell_from=src)
@@ -446,12 +457,13 @@ class Simulation:
         enough = dev.battery.level_j >= e_c
         try:
             yield env.timeout(t_c if enough else dev.battery.time_to_empty_s(power))
-        except simpy.Interrupt:
+        except simpy.Interrupt as stop:
             e = dev.battery.draw(power * (env.now - t0))
             out.energy_j += e
-            self._event(r, dev, "compute", t0, env.now, 0, 0.0, e, "late")
+            status = _stop_status(stop)
+            self._event(r, dev, "compute", t0, env.now, 0, 0.0, e, status)
             handle.cancel()
-            return "late"
+            return status
         if enough:
             e = dev.battery.draw(e_c)
             status = "ok"
@@ -475,6 +487,42 @@ class Simulation:
         return TrainJob(client=client, round=r, seed=training_seed(self.sc.seed, r, client), start_state=start,
                         pref_help=w_help, pref_safe=1.0 - w_help,
                         prox_anchor=glob if (glob and self.sc.pwff.prox_mu > 0) else None)
+
+    def _go_offline(self, proc, delay_s: float):
+        """Stop a client's round when its device goes offline (availability trace)."""
+        yield self.env.timeout(delay_s)
+        if proc.is_alive:
+            self._event(self.state.round, self.devices[self._proc_client[proc]], "offline", self.env.now,
+                        self.env.now, 0, 0.0, 0.0, "offline")
+            proc.interrupt("offline")
+
+    def _selection_context(self, r: int, candidates: list[int]):
+        from ..net.channel import uplink_rate_bps
+        from .selection import SelectionContext
+
+        now = self.env.now
+        rate = {}
+        for k in candidates:
+            dev = self.devices[k]
+            cell = self.cells[dev.cell]
+            b = cell.uplink.bandwidth_hz / max(1, self.sc.fl.clients_per_round)
+            rate[k] = uplink_rate_bps(b, dev.profile.tx_power_w, self.world.large_scale_gain(k, dev.cell, now),
+                                      cell.uplink.noise_density_w_per_hz)
+        return SelectionContext(
+            round=r, t_s=now, expected_rate_bps=rate,
+            battery_j={k: self.devices[k].battery.level_j for k in candidates},
+            battery_capacity_j={k: self.devices[k].battery.capacity_j for k in candidates},
+            num_samples={k: int(self.learner.num_samples(k)) for k in candidates},
+            last_loss={k: v for k, v in self._last_loss.items() if k in set(candidates)},
+            last_duration_s={k: v for k, v in self._last_duration.items() if k in set(candidates)},
+        )
+
+    def _last_loss_duration(self, k: int, out: "ClientOutcome", t_start: float) -> None:
+        if out.status == "ok":
+            self._last_duration[k] = out.t_arrival_s - t_start
+        if out.handle is not None:
+            res = out.handle.result()
+            self._last_loss[k] = float(res.train_loss)
 
     def _client_round(self, r: int, dev: Device, down_bytes: int, up_bytes: int):
         out = ClientOutcome(client=dev.index)
@@ -511,24 +559,51 @@ class Simulation:
         for r in range(sc.fl.rounds):
             self.state.round = r
             alive = [d.index for d in self.devices
-                     if d.alive and not d.battery.empty and self.world.available(d.index, env.now)]
+                     if d.alive and not d.battery.empty and self.world.available(d.index, env.now)
+                     and (self.availability is None or self.availability.online(d.index, env.now))]
             if not alive:
                 self.state.stopped_reason = f"no available device with battery left before round {r}"
                 break
-            selected = self.policy.select(self.selection_rng, alive, sc.fl.clients_per_round)
+            k_round = sc.fl.clients_per_round
+            selected = self.selector.select(self.selection_rng, alive, self.policy.num_to_select(k_round),
+                                            self._selection_context(r, alive))
             t_start = env.now
             nbytes = self._payload_bytes()
             e0 = {k: self.devices[k].battery.level_j for k in selected}
             procs = {k: env.process(self._client_round(r, self.devices[k], nbytes, nbytes)) for k in selected}
+            self._proc_client = {p: k for k, p in procs.items()}
+            if self.availability is not None:
+                for k in selected:
+                    t_off = self.availability.online_until_s(k, env.now)
+                    if math.isfinite(t_off):
+                        env.process(self._go_offline(procs[k], t_off - env.now))
             deadline = self.policy.deadline_s(r)
-            if deadline is not None:
-                yield simpy.AllOf(env, list(procs.values())) | env.timeout(deadline)
-                for p in procs.values():
-                    if p.is_alive:
-                        p.interrupt("deadline")
-            # A fresh condition: SimPy detaches a nested condition once its parent has fired.
-            yield simpy.AllOf(env, list(procs.values()))
+            need = self.policy.num_to_aggregate(k_round, len(selected))
+            deadline_ev = env.timeout(deadline) if deadline is not None else None
+            pending = set(selected)
+            arrivals: list[tuple[float, int]] = []
+            while pending:
+                # Fresh conditions each time: SimPy detaches a nested condition once its parent has fired.
+                waits = [procs[k] for k in sorted(pending)] + ([deadline_ev] if deadline_ev is not None else [])
+                yield simpy.AnyOf(env, waits)
+                for k in sorted(pending):
+                    if not procs[k].is_alive:
+                        pending.discard(k)
+                        if procs[k].value.status == "ok":
+                            arrivals.append((procs[k].value.t_arrival_s, k))
+                if (deadline_ev is not None and deadline_ev.processed) or (need is not None and len(arrivals) >= need):
+                    break
+            for k in sorted(pending):
+                procs[k].interrupt("deadline")
+            if pending:
+                yield simpy.AllOf(env, [procs[k] for k in sorted(pending)])
             outcomes: dict[int, ClientOutcome] = {k: p.value for k, p in procs.items()}
+            if need is not None and len(arrivals) > need:
+                # More arrived at the same instant than are needed: the first `need` by (time, id) count.
+                for _, k in sorted(arrivals)[need:]:
+                    outcomes[k].status = "late"
+            for k, o in outcomes.items():
+                self._last_loss_duration(k, o, t_start)
 
             t_agg = env.now
             yield env.timeout(sc.fl.aggregation_time_s)
@@ -642,6 +717,20 @@ class Simulation:
                 float(np.mean([f["eval_loss_others"] - f["eval_loss"] for f in self.final])) if self.final else None),
             "devices_alive": int(sum(d.alive for d in self.devices)),
         }
+
+
+def _stop_status(stop: simpy.Interrupt) -> str:
+    """Status of an activity stopped by the server (deadline, over-selection) or by going offline."""
+    return "offline" if stop.cause == "offline" else "late"
+
+
+def load_availability(sc: Scenario):
+    if sc.fl.availability is None:
+        return None
+    from ..net.availability import read_availability_csv, read_fedscale_behaviour_json
+
+    path = sc.fl.availability
+    return read_fedscale_behaviour_json(path) if path.endswith(".json") else read_availability_csv(path)
 
 
 def client_preferences(sc: Scenario) -> np.ndarray:

@@ -1,15 +1,18 @@
-"""Aggregation policies and client selection: small classes behind one narrow interface.
+"""Aggregation policies: small classes behind one narrow interface.
 
-A policy decides which clients a round selects, how long the server waits for them, and which of the
-arrived updates it aggregates.  The weighted-mean arithmetic lives once, in
-:func:`pwffsim.learn.aggregate.weighted_mean`.
+A policy decides how many clients a round selects, how long the server waits for them (a deadline),
+and how many arrivals it aggregates (the first ``n`` to arrive, for over-selection).  Which clients are
+selected is the job of a :class:`~pwffsim.sim.selection.ClientSelector`; the weighted-mean arithmetic
+lives once, in :func:`pwffsim.learn.aggregate.weighted_mean`.
+
+Synchronous policies shipped: ``sync`` (wait for every selected client), ``deadline`` (aggregate what
+arrived by ``deadline_s``; stragglers are stopped and marked late) and ``overselect`` (select
+``ceil(K (1 + x))``, aggregate the first ``K`` to arrive, stop the rest: FedScale's over-commitment).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
-
-import numpy as np
+from typing import Optional
 
 
 class AggregationPolicy:
@@ -17,14 +20,12 @@ class AggregationPolicy:
 
     name = "sync"
 
-    def select(self, rng: np.random.Generator, candidates: Sequence[int], k: int) -> list[int]:
-        """Uniform random selection of ``min(k, len(candidates))`` clients, returned sorted."""
-        cands = list(candidates)
-        if not cands:
-            return []
-        k = min(k, len(cands))
-        picked = rng.choice(len(cands), size=k, replace=False)
-        return sorted(cands[i] for i in picked)
+    def num_to_select(self, clients_per_round: int) -> int:
+        return clients_per_round
+
+    def num_to_aggregate(self, clients_per_round: int, selected: int) -> Optional[int]:
+        """Aggregate the first ``n`` arrivals and stop the rest (None: every arrival)."""
+        return None
 
     def deadline_s(self, round_index: int) -> Optional[float]:
         """Time after the round's start at which stragglers are stopped (None: wait for all)."""
@@ -49,11 +50,38 @@ class DeadlinePolicy(AggregationPolicy):
         return self._deadline_s
 
 
-def make_policy(name: str, deadline_s: Optional[float] = None) -> AggregationPolicy:
+class OverSelectionPolicy(AggregationPolicy):
+    """Select ``ceil(K (1 + overcommit))`` clients, aggregate the first ``K`` to arrive (ties by client
+    id), stop the others then (status ``late``); an optional deadline still applies."""
+
+    name = "overselect"
+
+    def __init__(self, overcommit: float, deadline_s: Optional[float] = None):
+        if not (overcommit >= 0 and math.isfinite(overcommit)):
+            raise ValueError(f"overcommit must be >= 0, got {overcommit}")
+        self.overcommit = float(overcommit)
+        self._deadline_s = deadline_s
+
+    def num_to_select(self, clients_per_round: int) -> int:
+        return math.ceil(clients_per_round * (1.0 + self.overcommit) - 1e-9)
+
+    def num_to_aggregate(self, clients_per_round: int, selected: int) -> Optional[int]:
+        return min(clients_per_round, selected)
+
+    def deadline_s(self, round_index: int) -> Optional[float]:
+        return self._deadline_s
+
+
+POLICIES = ("sync", "deadline", "overselect")
+
+
+def make_policy(name: str, deadline_s: Optional[float] = None, overcommit: float = 0.3) -> AggregationPolicy:
     if name == "sync":
         return SyncPolicy()
     if name == "deadline":
         if deadline_s is None:
             raise ValueError("policy 'deadline' needs deadline_s")
         return DeadlinePolicy(deadline_s)
-    raise ValueError(f"unknown policy '{name}', expected one of: sync, deadline")
+    if name == "overselect":
+        return OverSelectionPolicy(overcommit, deadline_s)
+    raise ValueError(f"unknown policy '{name}', expected one of: {', '.join(POLICIES)}")
