@@ -1,6 +1,7 @@
 """Overhead of the co-simulation over the bare training compute (a benchmark, not a test).
 
-Runs the built-in default scenario (alignment off: the bare loop has only supervised steps) through
+Runs the built-in default scenario (alignment and proximal term off: the bare loop has only plain
+supervised steps) through
 the whole simulator (SimPy network, executor, trace writer), counts the local updates it trained, then
 runs the same number of local updates (same model, same LoRA and adapters, same steps, batch and
 sequence length) in a bare PyTorch loop, and prints
@@ -63,8 +64,8 @@ def main() -> None:
     from pwffsim.sim.engine import _build_learner
 
     # Alignment off: the bare loop has only the supervised steps to compare with.
-    sc = load_scenario(None, overrides=[f"fl.rounds={args.rounds}", "pwff.align_steps=0", *args.set])
-    sc_noeval = load_scenario(None, overrides=[f"fl.rounds={args.rounds}", "pwff.align_steps=0", "fl.eval_batches=0",
+    sc = load_scenario(None, overrides=[f"fl.rounds={args.rounds}", "pwff.align_steps=0", "pwff.prox_mu=0", *args.set])
+    sc_noeval = load_scenario(None, overrides=[f"fl.rounds={args.rounds}", "pwff.align_steps=0", "pwff.prox_mu=0", "fl.eval_batches=0",
                                                "pwff.metric_prompts=0", *args.set])
     learner = _build_learner(sc)
     learner_noeval = _build_learner(sc_noeval)

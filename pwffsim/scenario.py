@@ -82,8 +82,19 @@ class DevicesConfig(_Section):
         description="Device profiles ([[devices.profiles]]); default: 'phone' (share 1) and 'low-end-phone' (share 0.3, 1 GHz, 4 FLOPs/cycle, 20 dBm, 200 J).",
     )
 
+    profile_of_device: list[str] = Field(
+        default_factory=list, description="Profile name of each device, in device order (default: drawn at random by share)."
+    )
+
     @model_validator(mode="after")
     def _check_positions(self) -> "DevicesConfig":
+        if self.profile_of_device:
+            names = {p.name for p in self.profiles}
+            if len(self.profile_of_device) != self.count:
+                raise ValueError(f"profile_of_device needs count={self.count} names, got {len(self.profile_of_device)}")
+            unknown = sorted(set(self.profile_of_device) - names)
+            if unknown:
+                raise ValueError(f"profile_of_device names {unknown} are not profiles ({sorted(names)})")
         if self.placement == "explicit" and len(self.positions_m) != self.count:
             raise ValueError(
                 f"placement='explicit' needs exactly count={self.count} positions_m entries, got {len(self.positions_m)}"

@@ -88,7 +88,7 @@ def test_fedscale_shipped_file_matches_reference():
 
 def test_fedscale_unmatched_active_runs_to_finish_and_wraps():
     av = read_fedscale_behaviour_json(FEDSCALE)
-    c = av.names and {v: k for k, v in av.names.items()}["7"]  # active [300], inactive []
+    c = {v: k for k, v in av.names.items()}["7"]  # active [300], inactive []
     assert not av.online(c, 299.9) and av.online(c, 300.0) and av.online(c, 599.9)
     assert not av.online(c, 600.0)  # wraps: offline again from 0 to 300
     assert av.next_change_s(c, 100.0) == 300.0

@@ -185,6 +185,9 @@ class World:
         profiles = build_profiles(sc)
         shares = np.array([p.share for p in sc.devices.profiles], dtype=float)
         prof_idx = stream(sc.seed, STREAM_PROFILE).choice(len(profiles), size=n, p=shares / shares.sum())
+        if sc.devices.profile_of_device:
+            by_name = {p.name: i for i, p in enumerate(profiles)}
+            prof_idx = np.array([by_name[name] for name in sc.devices.profile_of_device])
         self._static = positions
         self._gain_cache: dict[tuple[int, int, int], float] = {}
         self._fading: dict[tuple[int, int, str], BlockFading] = {}

@@ -1,0 +1,153 @@
+"""Aggregation policies and client selection on small hand-checkable cases (StubLearner: known sizes,
+known FLOPs, fading and shadowing off), common random numbers, availability, and `pwffsim compare`."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pwffsim.cli import main
+from pwffsim.scenario import scenario_from_dict
+from pwffsim.sim.engine import Simulation
+
+from conftest import StubLearner
+
+PAYLOAD, FLOPS = 400_000, 2e10
+
+
+def three_clients(speeds_hz=(4e9, 2e9, 1e9), **fl):
+    """Three devices at the same distance; only their CPUs differ, so their arrival order is 0, 1, 2."""
+    profiles = [{"name": f"p{i}", "share": 1.0, "cpu_hz": f, "flops_per_cycle": 1.0, "battery_j": 1e6}
+                for i, f in enumerate(speeds_hz)]
+    return scenario_from_dict({
+        "devices": {"count": 3, "placement": "explicit", "positions_m": [[100.0, 0.0], [0.0, 100.0], [-100.0, 0.0]],
+                    "profiles": profiles, "profile_of_device": ["p0", "p1", "p2"]},
+        "channel": {"fading": "none", "shadowing_sigma_db": 0.0},
+        "fl": {"rounds": 1, "aggregation_time_s": 0.0, **fl},
+        "pwff": {"scheme": "fedavg-all"},
+    })
+
+
+def run(sc, samples=None):
+    sim = Simulation(sc, learner=StubLearner(PAYLOAD, FLOPS, samples=samples))
+    sim.run()
+    return sim
+
+
+def compute_s(sim, k):
+    return FLOPS / sim.devices[k].profile.flops_per_s
+
+
+def uploads(sim):
+    return {e["client"]: e for e in sim.events if e["kind"] == "upload"}
+
+
+def test_sync_waits_for_every_client():
+    sim = run(three_clients(clients_per_round=3))
+    ups = uploads(sim)
+    assert sim.rounds[0]["aggregated"] == 3
+    assert sim.rounds[0]["t_end_s"] == pytest.approx(max(e["t_end_s"] for e in ups.values()), rel=1e-12)
+    # profile i has CPU speeds 4, 2, 1 GHz (1 FLOP/cycle) in profile order; the slowest computes 4x longer
+    durations = [compute_s(sim, k) for k in range(3)]
+    assert durations == pytest.approx([FLOPS / 4e9, FLOPS / 2e9, FLOPS / 1e9])
+    cps = {e["client"]: e for e in sim.events if e["kind"] == "compute"}
+    assert [cps[k]["t_end_s"] - cps[k]["t_start_s"] for k in range(3)] == pytest.approx(durations, rel=1e-12)
+
+
+def test_overselection_aggregates_the_first_k_and_stops_the_rest():
+    # K = 2, x = 0.5: select ceil(2 x 1.5) = 3; the two fastest arrive first
+    sim = run(three_clients(clients_per_round=2, policy="overselect", overcommit=0.5), samples={0: 10, 1: 30, 2: 60})
+    assert sim.rounds[0]["selected"] == 3 and sim.rounds[0]["aggregated"] == 2 and sim.rounds[0]["late"] == 1
+    order = sorted(range(3), key=lambda k: compute_s(sim, k))
+    fast, slow = order[:2], order[2]
+    ups = uploads(sim)
+    t_second = max(ups[k]["t_end_s"] for k in fast)
+    assert sim.rounds[0]["t_end_s"] == pytest.approx(t_second, rel=1e-12)
+    # the straggler was stopped when the second update arrived
+    stopped = [e for e in sim.events if e["client"] == slow and e["status"] == "late"]
+    assert len(stopped) == 1 and stopped[0]["t_end_s"] == pytest.approx(t_second, rel=1e-12)
+    samples = {0: 10, 1: 30, 2: 60}
+    expected = sum(samples[k] * (k + 1) for k in fast) / sum(samples[k] for k in fast)
+    assert float(sim.state.global_state["w"][0]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_deadline_between_arrivals():
+    probe = run(three_clients(clients_per_round=3))
+    ends = sorted(e["t_end_s"] for e in uploads(probe).values())
+    sim = run(three_clients(clients_per_round=3, policy="deadline", deadline_s=0.5 * (ends[1] + ends[2])))
+    assert (sim.rounds[0]["aggregated"], sim.rounds[0]["late"]) == (2, 1)
+    assert sim.rounds[0]["t_end_s"] == pytest.approx(0.5 * (ends[1] + ends[2]), rel=1e-12)
+
+
+def test_channel_aware_selection_picks_the_strongest_links():
+    positions = [[50.0, 0.0], [240.0, 0.0], [30.0, 0.0], [200.0, 0.0], [120.0, 0.0]]
+    sc = scenario_from_dict({
+        "devices": {"count": 5, "placement": "explicit", "positions_m": positions},
+        "channel": {"fading": "none", "shadowing_sigma_db": 0.0},
+        "fl": {"rounds": 1, "clients_per_round": 2, "selection": "channel"},
+        "pwff": {"scheme": "fedavg-all"},
+    })
+    sim = run(sc)
+    assert sorted(c["client"] for c in sim.clients) == [0, 2]  # the two closest
+
+
+def test_common_random_numbers_across_policies():
+    base = {
+        "seed": 11,
+        "devices": {"count": 6},
+        "channel": {"fading": "rayleigh", "coherence_time_s": 0.01},
+        "mobility": {"model": "random-waypoint"},
+        "pwff": {"scheme": "fedavg-all"},
+    }
+    a = Simulation(scenario_from_dict({**base, "fl": {"rounds": 1, "clients_per_round": 3}}), learner=StubLearner())
+    b = Simulation(scenario_from_dict({**base, "fl": {"rounds": 1, "clients_per_round": 4, "policy": "overselect",
+                                                      "selection": "oort"}}), learner=StubLearner())
+    b.run()  # b consumes its streams in another order; a is queried fresh afterwards
+    ts = np.linspace(0.0, 30.0, 997)
+    for k in range(6):
+        for cell in range(len(a.cells)):
+            for d in ("ul", "dl"):
+                ga = [a.world.fading(k, cell, d).gain(t) for t in ts[::-1]]
+                gb = [b.world.fading(k, cell, d).gain(t) for t in ts[::-1]]
+                assert ga == gb
+            assert [a.world.large_scale_gain(k, cell, t) for t in ts] == [b.world.large_scale_gain(k, cell, t) for t in ts]
+        assert all(np.array_equal(a.world.position(k, t), b.world.position(k, t)) for t in ts)
+
+
+def test_device_going_offline_mid_round_stops_at_that_time(tmp_path):
+    probe = run(three_clients(clients_per_round=3))
+    t_dl_end = max(e["t_end_s"] for e in probe.events if e["kind"] == "download")
+    t_off = t_dl_end + 0.5 * min(compute_s(probe, k) for k in range(3))
+    avail = tmp_path / "avail.csv"
+    avail.write_text(f"client,start_s,end_s\n1,0,{t_off!r}\n1,1000,2000\n")
+    sc = three_clients(clients_per_round=3, availability=str(avail))
+    sim = run(sc)
+    st = {c["client"]: c["status"] for c in sim.clients}
+    assert st == {0: "ok", 1: "offline", 2: "ok"}
+    (off,) = [e for e in sim.events if e["kind"] == "offline"]
+    assert off["client"] == 1 and off["t_start_s"] == pytest.approx(t_off, rel=1e-12)
+    (cp,) = [e for e in sim.events if e["client"] == 1 and e["kind"] == "compute"]
+    assert cp["status"] == "offline" and cp["t_end_s"] == pytest.approx(t_off, rel=1e-12)
+
+
+def test_offline_devices_are_not_selected(tmp_path):
+    avail = tmp_path / "avail.csv"
+    avail.write_text("client,start_s,end_s\n0,100,200\n1,100,200\n")
+    sim = run(three_clients(clients_per_round=3, availability=str(avail)))
+    assert [c["client"] for c in sim.clients] == [2]
+
+
+def test_compare_command_writes_table_and_plots(tmp_path):
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--policy", "sync", "--policy", "overselect:0.5@channel", "--seeds", "0-1", "--out", str(out),
+               "--set", "fl.rounds=2", "--set", "devices.count=5", "--set", "fl.clients_per_round=2",
+               "--set", "pwff.align_steps=0", "--set", "pwff.metric_prompts=1", "--quiet"])
+    assert rc == 0
+    table = pd.read_csv(out / "compare.csv")
+    assert len(table) == 4 and set(table.policy) == {"sync", "overselect:0.5@channel"}
+    assert table.time_to_target_s.notna().all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"time_to_target_s_mean", "time_to_target_s_ci95", "final_objective_mean"} <= set(summary.columns)
+    for png in ("loss_vs_time", "round_delay_cdf", "energy_per_device"):
+        assert (out / f"{png}.png").stat().st_size > 5000
+    assert main(["compare", "--policy", "fedbogus", "--out", str(out)]) == 2
