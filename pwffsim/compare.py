@@ -8,7 +8,7 @@ realisations; only what the policy decides differs.
 A policy is given as ``NAME[:PARAM][@SELECTOR]``:
 
 * ``sync``; ``deadline:0.5`` (deadline in s); ``overselect:0.3`` (over-commitment x; add a deadline
-  with ``overselect:0.3,2.0``);
+  with ``overselect:0.3,2.0``); ``fedasync[:ALPHA]``, ``fedbuff[:M]``, ``semisync[:PERIOD_S]``;
 * ``@uniform`` (default), ``@channel``, ``@battery``, ``@oort`` choose the client selection.
 
 Per run it keeps the traces (``OUT/<policy>/seed<N>/``); across seeds it writes ``compare.csv`` (one row
@@ -67,8 +67,18 @@ def policy_overrides(spec: str) -> list[str]:
             out.append(f"fl.overcommit={float(x)}")
             if dl:
                 out.append(f"fl.deadline_s={float(dl)}")
+    elif name == "fedbuff":
+        if param:
+            out.append(f"fl.buffer_size={int(param)}")
+    elif name == "semisync":
+        if param:
+            out.append(f"fl.period_s={float(param)}")
+    elif name == "fedasync":
+        if param:
+            out.append(f"fl.async_alpha={float(param)}")
     elif name != "sync":
-        raise ValueError(f"policy '{spec}': unknown name '{name}' (sync, deadline:T, overselect:X[,T])")
+        raise ValueError(f"policy '{spec}': unknown name '{name}' "
+                         "(sync, deadline:T, overselect:X[,T], fedasync[:ALPHA], fedbuff[:M], semisync[:T])")
     elif param:
         raise ValueError(f"policy '{spec}': sync takes no parameter")
     if selector:

@@ -64,6 +64,7 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("reward_safe", pa.float64(), "mean harmlessness reward of the same answers, in [0, 1]"),
         ("objective", pa.float64(), "personalized objective w_help reward_help + w_safe reward_safe"),
         ("w_help", pa.float64(), "the client's helpfulness weight (w_safe = 1 - w_help)"),
+        ("staleness", pa.int64(), "global versions between the client's download and the aggregation of its update (0 for synchronous policies; -1 if not aggregated)"),
         ("battery_j", pa.float64(), "battery at the end of the client's round (J)"),
         ("energy_j", pa.float64(), "energy the client drew this round (J)"),
         ("status", pa.string(), "ok (aggregated) | late | dropped | offline"),

@@ -151,3 +151,62 @@ def test_compare_command_writes_table_and_plots(tmp_path):
     for png in ("loss_vs_time", "round_delay_cdf", "energy_per_device"):
         assert (out / f"{png}.png").stat().st_size > 5000
     assert main(["compare", "--policy", "fedbogus", "--out", str(out)]) == 2
+
+
+# ---------------------------------------------------------------- asynchronous policies
+# Two devices training concurrently: device 0 computes for 5 s, device 1 for 12 s (transfers take
+# milliseconds), so updates arrive at about 5, 10, 12, 15 s.  The stub's update is start + (k + 1);
+# its sample count is 10 + k.
+
+
+def two_async(policy, rounds, **fl):
+    profiles = [{"name": "fast", "cpu_hz": 4e9, "flops_per_cycle": 1.0, "battery_j": 1e6},
+                {"name": "slow", "cpu_hz": 2e10 / 12.0, "flops_per_cycle": 1.0, "battery_j": 1e6}]
+    sc = scenario_from_dict({
+        "devices": {"count": 2, "placement": "explicit", "positions_m": [[100.0, 0.0], [-100.0, 0.0]],
+                    "profiles": profiles, "profile_of_device": ["fast", "slow"]},
+        "channel": {"fading": "none", "shadowing_sigma_db": 0.0},
+        "fl": {"rounds": rounds, "clients_per_round": 2, "aggregation_time_s": 0.0, "policy": policy, **fl},
+        "pwff": {"scheme": "fedavg-all"},
+    })
+    return run(sc)
+
+
+def g(sim):
+    return float(sim.state.global_state["w"][0])
+
+
+def staleness(sim):
+    return [(c["round"], c["client"], c["staleness"]) for c in sim.clients if c["status"] == "ok"]
+
+
+def test_fedasync_mixes_each_arrival_with_its_staleness_weight():
+    sim = two_async("fedasync", rounds=3, async_alpha=0.6, async_staleness_exponent=0.5)
+    g1 = 0.6 * 1.0                                   # device 0 from version 0, tau 0
+    g2 = 0.4 * g1 + 0.6 * (g1 + 1.0)                 # device 0 again, from version 1, tau 0
+    a = 0.6 * (1 + 2) ** -0.5                        # device 1 from version 0, aggregated at version 2
+    g3 = (1 - a) * g2 + a * 2.0
+    assert g(sim) == pytest.approx(g3, rel=1e-6)
+    assert staleness(sim) == [(0, 0, 0), (1, 0, 0), (2, 1, 2)]
+    ends = [r["t_end_s"] for r in sim.rounds]
+    assert ends == pytest.approx([5.0, 10.0, 12.0], abs=0.05)
+
+
+def test_fedbuff_aggregates_every_m_arrivals_with_sqrt_staleness():
+    sim = two_async("fedbuff", rounds=2, buffer_size=2, server_lr=1.0)
+    g1 = 0.0 + (10 * 1.0 + 10 * 1.0) / 20            # two updates of device 0, both from version 0
+    w = 1 / math.sqrt(2)                              # device 1: from version 0, aggregated at version 1
+    g2 = g1 + (11 * w * 2.0 + 10 * 1.0 * 1.0) / 21    # device 1 (delta 2) and device 0 (from v1, delta 1)
+    assert g(sim) == pytest.approx(g2, rel=1e-6)
+    assert sorted(staleness(sim)) == [(0, 0, 0), (0, 0, 0), (1, 0, 0), (1, 1, 1)]
+    assert [r["aggregated"] for r in sim.rounds] == [2, 2]
+
+
+def test_semisync_aggregates_whatever_arrived_each_period():
+    sim = two_async("semisync", rounds=2, period_s=7.0, server_lr=1.0)
+    assert [r["t_end_s"] for r in sim.rounds] == pytest.approx([7.0, 14.0], rel=1e-9)
+    g1 = 0.0 + 10 * 1.0 / 10                          # device 0's first update (arrived at 5 s)
+    w = 1 / math.sqrt(2)
+    g2 = g1 + (10 * w * 1.0 + 11 * w * 2.0) / 21      # device 0 (10 s) and device 1 (12 s), both from v0
+    assert g(sim) == pytest.approx(g2, rel=1e-6)
+    assert [r["aggregated"] for r in sim.rounds] == [1, 2]

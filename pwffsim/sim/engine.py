@@ -268,6 +268,9 @@ class ClientOutcome:
     handle: Any = None              # training handle, set once the computation finished
     t_arrival_s: float = math.nan   # when the upload finished
     downloaded: bool = False        # the broadcast arrived in full
+    start_global: dict = field(default_factory=dict)  # the global part the client downloaded
+    start_version: int = 0          # its global version (staleness = version at aggregation - this)
+    t_start_s: float = math.nan     # when its round began
     energy_j: float = 0.0
 
 
@@ -279,6 +282,7 @@ class RunState:
     global_state: dict = field(default_factory=dict)      # the global part (server's copy)
     personal_state: dict = field(default_factory=dict)    # client -> its personal part (never uploaded)
     rounds_done: int = 0
+    version: int = 0                                      # global model version (aggregations so far)
     stopped_reason: str = ""
 
 
@@ -300,8 +304,11 @@ class Simulation:
         self.learner = learner if learner is not None else _build_learner(scenario)
         self._own_executor = executor is None
         self.executor = executor if executor is not None else _build_executor(scenario, self.learner)
-        self.policy = policy if policy is not None else make_policy(scenario.fl.policy, scenario.fl.deadline_s,
-                                                                     scenario.fl.overcommit)
+        fl = scenario.fl
+        async_kw = {"fedasync": {"alpha": fl.async_alpha, "staleness_exponent": fl.async_staleness_exponent},
+                    "fedbuff": {"buffer_size": fl.buffer_size, "server_lr": fl.server_lr},
+                    "semisync": {"period_s": fl.period_s, "server_lr": fl.server_lr}}.get(fl.policy)
+        self.policy = policy if policy is not None else make_policy(fl.policy, fl.deadline_s, fl.overcommit, async_kw)
         self.writer = TraceWriter(out_dir) if out_dir is not None else None
         self.events: list[dict] = []
         self.rounds: list[dict] = []
@@ -456,7 +463,7 @@ class Simulation:
         t_c, e_c = dev.profile.compute_cost(self.flops)
         power = e_c / t_c if t_c > 0 else 0.0
         t0 = env.now
-        handle = self.executor.submit(self._job(r, dev.index))
+        handle = self.executor.submit(self._job(r, dev.index, out.start_global))
         enough = dev.battery.level_j >= e_c
         try:
             yield env.timeout(t_c if enough else dev.battery.time_to_empty_s(power))
@@ -479,12 +486,11 @@ class Simulation:
         self._event(r, dev, "compute", t0, env.now, 0, 0.0, e, status)
         return status
 
-    def _job(self, r: int, client: int):
+    def _job(self, r: int, client: int, glob: dict):
         """The local update of ``client`` in round ``r``: it starts from the global part it downloaded
-        and its own personal part; the proximal term anchors the global part."""
+        (``glob``) and its own personal part; the proximal term anchors the global part."""
         from ..learn.train import TrainJob
 
-        glob = self.state.global_state
         start = {**glob, **self.state.personal_state.get(client, self._initial_personal)}
         w_help = float(self.pref_help[client])
         return TrainJob(client=client, round=r, seed=training_seed(self.sc.seed, r, client), start_state=start,
@@ -528,7 +534,8 @@ class Simulation:
             self._last_loss[k] = float(res.train_loss)
 
     def _client_round(self, r: int, dev: Device, down_bytes: int, up_bytes: int):
-        out = ClientOutcome(client=dev.index)
+        out = ClientOutcome(client=dev.index, start_global=self.state.global_state,
+                            start_version=self.state.version, t_start_s=self.env.now)
         # Nothing global (local-only): nothing to download or upload.
         phases = ("download", "compute", "upload") if down_bytes > 0 else ("compute",)
         topo = self.world.topology
@@ -646,11 +653,12 @@ class Simulation:
                     reward_help=math.nan if res is None else float(res.reward_help),
                     reward_safe=math.nan if res is None else float(res.reward_safe),
                     objective=math.nan if res is None else float(res.objective),
-                    w_help=float(self.pref_help[k]),
+                    w_help=float(self.pref_help[k]), staleness=0 if outcomes[k].status == "ok" else -1,
                     battery_j=float(dev.battery.level_j), energy_j=float(e0[k] - dev.battery.level_j),
                     status=outcomes[k].status,
                 )
             self.state.rounds_done = r + 1
+            self.state.version = r + 1
             if self.writer is not None:
                 self.writer.flush()
             if self.on_round is not None:
@@ -672,6 +680,122 @@ class Simulation:
                       reward_help=float(m["reward_help"]), reward_safe=float(m["reward_safe"]),
                       objective=float(m["objective"]))
 
+    def _server_async(self):
+        """Asynchronous server: keep ``clients_per_round`` devices training; aggregate buffered updates
+        when the policy says so (after each arrival, every M arrivals, or every period), each with its
+        staleness; a freed slot is refilled at once with the global version of that moment."""
+        env, sc, pol = self.env, self.sc, self.policy
+        nbytes = self._payload_bytes()
+        done = simpy.Store(env)
+        busy: dict[int, Any] = {}
+        buffer: list[tuple[ClientOutcome, Any, float]] = []   # (outcome, result, t_arrival)
+        finished: list[ClientOutcome] = []
+        t_window = env.now
+        levels0 = [d.battery.level_j for d in self.devices]
+        r = 0
+        self.state.round = 0
+
+        def client(k: int):
+            out = yield from self._client_round(self.state.round, self.devices[k], nbytes, nbytes)
+            yield done.put((k, out))
+
+        def refill() -> None:
+            cands = [d.index for d in self.devices if d.index not in busy and d.alive and not d.battery.empty
+                     and self.world.available(d.index, env.now)
+                     and (self.availability is None or self.availability.online(d.index, env.now))]
+            free = sc.fl.clients_per_round - len(busy)
+            if free <= 0 or not cands:
+                return
+            for k in self.selector.select(self.selection_rng, cands, free, self._selection_context(self.state.round, cands)):
+                busy[k] = env.process(client(k))
+                self._proc_client[busy[k]] = k
+                if self.availability is not None:
+                    t_off = self.availability.online_until_s(k, env.now)
+                    if math.isfinite(t_off):
+                        env.process(self._go_offline(busy[k], t_off - env.now))
+
+        next_period = env.now + pol.period_s if pol.period_s else math.inf
+        while r < sc.fl.rounds:
+            refill()
+            if not busy and not buffer:
+                self.state.stopped_reason = f"no available device with battery left before aggregation {r}"
+                break
+            get = done.get()
+            waits = [get] + ([env.timeout(next_period - env.now)] if math.isfinite(next_period) else [])
+            if busy:
+                yield simpy.AnyOf(env, waits)
+            else:
+                yield waits[-1] if len(waits) > 1 else get
+            if get.triggered:
+                k, out = get.value
+                busy.pop(k, None)
+                finished.append(out)
+                if out.handle is not None:
+                    res = out.handle.result()
+                    self.state.personal_state[k] = {key: res.state[key] for key in self.personal_keys}
+                    self._last_loss[k] = float(res.train_loss)
+                    if out.status == "ok":
+                        buffer.append((out, res, out.t_arrival_s))
+                        self._last_duration[k] = out.t_arrival_s - out.t_start_s
+            else:
+                get.cancel()
+            periodic_due = env.now >= next_period - 1e-12
+            if periodic_due:
+                next_period += pol.period_s
+            if not ((buffer and pol.ready(len(buffer))) or (periodic_due and buffer) or (periodic_due and pol.period_s)):
+                continue
+            # ---- aggregate the buffer
+            t_agg = env.now
+            yield env.timeout(sc.fl.aggregation_time_s)
+            taus = [self.state.version - o.start_version for o, _, _ in buffer]
+            if buffer and self.global_keys:
+                self.state.global_state = pol.aggregate(
+                    self.state.global_state,
+                    [{key: o.start_global[key] for key in self.global_keys} for o, _, _ in buffer],
+                    [{key: res.state[key] for key in self.global_keys} for _, res, _ in buffer],
+                    [float(res.num_samples) for _, res, _ in buffer], taus)
+            self._event(r, None, "aggregate", t_agg, env.now, nbytes * len(buffer), 0.0, 0.0, "ok")
+            weights = [float(res.num_samples) for _, res, _ in buffer]
+            train_loss = (float(np.dot(weights, [res.train_loss for _, res, _ in buffer]) / sum(weights))
+                          if buffer else math.nan)
+            trained = [o for o in finished if o.handle is not None]
+            objective = (float(np.mean([o.handle.result().objective for o in trained])) if trained else math.nan)
+            levels = [d.battery.level_j for d in self.devices]
+            self._row("rounds", round=r, t_start_s=float(t_window), t_end_s=float(env.now),
+                      selected=len(finished), aggregated=len(buffer),
+                      late=sum(o.status == "late" for o in finished),
+                      dropped=sum(o.status == "dropped" for o in finished),
+                      bytes_up=nbytes * len(buffer), bytes_down=nbytes * sum(o.downloaded for o in finished),
+                      energy_j=float(sum(a - b for a, b in zip(levels0, levels))), train_loss=train_loss,
+                      objective=objective)
+            stale = {id(o): tau for (o, _, _), tau in zip(buffer, taus)}
+            for o in sorted(finished, key=lambda o: o.client):
+                res = o.handle.result() if o.handle is not None else None
+                dev = self.devices[o.client]
+                self._row("clients", round=r, client=o.client,
+                          train_loss=math.nan if res is None else float(res.train_loss),
+                          eval_loss=math.nan if res is None else float(res.eval_loss),
+                          eval_loss_others=math.nan if res is None else float(res.eval_loss_others),
+                          reward_help=math.nan if res is None else float(res.reward_help),
+                          reward_safe=math.nan if res is None else float(res.reward_safe),
+                          objective=math.nan if res is None else float(res.objective),
+                          w_help=float(self.pref_help[o.client]), staleness=stale.get(id(o), -1),
+                          battery_j=float(dev.battery.level_j), energy_j=float(o.energy_j), status=o.status)
+            buffer, finished = [], []
+            levels0, t_window = levels, env.now
+            r += 1
+            self.state.version += 1
+            self.state.round = r
+            self.state.rounds_done = r
+            if self.writer is not None:
+                self.writer.flush()
+            if self.on_round is not None:
+                self.on_round(self.rounds[-1])
+        # Devices still training when the run ends are stopped (their work is not aggregated).
+        for proc in list(busy.values()):
+            if proc.is_alive:
+                proc.interrupt("deadline")
+
     def _payload_bytes(self) -> int:
         """Bytes of the global part: what is broadcast and what each client uploads (dtype-aware)."""
         from ..learn.aggregate import state_nbytes
@@ -680,7 +804,8 @@ class Simulation:
 
     def run(self) -> dict:
         try:
-            server = self.env.process(self._server())
+            server = self.env.process(self._server_async() if getattr(self.policy, "asynchronous", False)
+                                      else self._server())
             if self.world.moving and len(self.cells) > 1:
                 for dev in self.devices:
                     self.env.process(self._mobility(dev))

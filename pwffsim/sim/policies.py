@@ -5,9 +5,10 @@ and how many arrivals it aggregates (the first ``n`` to arrive, for over-selecti
 selected is the job of a :class:`~pwffsim.sim.selection.ClientSelector`; the weighted-mean arithmetic
 lives once, in :func:`pwffsim.learn.aggregate.weighted_mean`.
 
-Synchronous policies shipped: ``sync`` (wait for every selected client), ``deadline`` (aggregate what
-arrived by ``deadline_s``; stragglers are stopped and marked late) and ``overselect`` (select
+Synchronous policies: ``sync`` (wait for every selected client), ``deadline`` (aggregate what arrived
+by ``deadline_s``; stragglers are stopped and marked late) and ``overselect`` (select
 ``ceil(K (1 + x))``, aggregate the first ``K`` to arrive, stop the rest: FedScale's over-commitment).
+Asynchronous policies: ``fedasync``, ``fedbuff`` and ``semisync`` (see their classes).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class AggregationPolicy:
     """Base class: synchronous FedAvg (wait for every selected client)."""
 
     name = "sync"
+    asynchronous = False
 
     def num_to_select(self, clients_per_round: int) -> int:
         return clients_per_round
@@ -72,10 +74,97 @@ class OverSelectionPolicy(AggregationPolicy):
         return self._deadline_s
 
 
-POLICIES = ("sync", "deadline", "overselect")
+class AsyncPolicy(AggregationPolicy):
+    """Asynchronous aggregation: ``clients_per_round`` devices train concurrently; each finished update
+    is buffered with its staleness ``tau`` (global versions since the device downloaded), and a freed
+    slot is refilled at once.  Subclasses decide when to aggregate and with which weights.
+
+    ``aggregate(global, start_states, updates, samples, taus)`` returns the new global part.
+    """
+
+    asynchronous = True
+
+    def ready(self, buffered: int) -> bool:
+        """Aggregate now, given the number of buffered updates (arrival-driven policies)."""
+        raise NotImplementedError
+
+    period_s: Optional[float] = None  # time-driven policies aggregate every period_s instead
 
 
-def make_policy(name: str, deadline_s: Optional[float] = None, overcommit: float = 0.3) -> AggregationPolicy:
+class FedAsyncPolicy(AsyncPolicy):
+    """FedAsync (Xie et al., 2019): every arrival is mixed in at once,
+    ``global <- (1 - a_tau) global + a_tau update`` with ``a_tau = alpha (1 + tau)^(-a)`` (polynomial
+    staleness function)."""
+
+    name = "fedasync"
+
+    def __init__(self, alpha: float = 0.6, staleness_exponent: float = 0.5):
+        self.alpha, self.a = float(alpha), float(staleness_exponent)
+
+    def ready(self, buffered: int) -> bool:
+        return buffered >= 1
+
+    def mixing_weight(self, tau: int) -> float:
+        return self.alpha * (1.0 + tau) ** (-self.a)
+
+    def aggregate(self, glob, starts, updates, samples, taus):
+        out = glob
+        for upd, tau in zip(updates, taus):  # one at a time, in arrival order
+            a = self.mixing_weight(tau)
+            out = {k: ((1 - a) * out[k].double() + a * upd[k].double()).to(out[k].dtype) for k in out}
+        return out
+
+
+class FedBuffPolicy(AsyncPolicy):
+    """FedBuff (Nguyen et al., AISTATS 2022): aggregate every ``buffer_size`` arrivals,
+    ``global <- global + eta_g sum_i n_i s(tau_i) (update_i - start_i) / sum_i n_i`` with
+    ``s(tau) = 1 / sqrt(1 + tau)`` (``start_i`` = the global part device i downloaded)."""
+
+    name = "fedbuff"
+
+    def __init__(self, buffer_size: int = 3, server_lr: float = 1.0):
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+        self.buffer_size, self.server_lr = int(buffer_size), float(server_lr)
+
+    def ready(self, buffered: int) -> bool:
+        return buffered >= self.buffer_size
+
+    @staticmethod
+    def staleness_weight(tau: int) -> float:
+        return 1.0 / math.sqrt(1.0 + tau)
+
+    def aggregate(self, glob, starts, updates, samples, taus):
+        total = float(sum(samples))
+        out = {}
+        for k in glob:
+            delta = sum(n * self.staleness_weight(t) * (u[k].double() - s[k].double())
+                        for u, s, n, t in zip(updates, starts, samples, taus))
+            out[k] = (glob[k].double() + self.server_lr * delta / total).to(glob[k].dtype)
+        return out
+
+
+class SemiSyncPolicy(FedBuffPolicy):
+    """Semi-synchronous: every ``period_s`` the server aggregates whatever arrived since the last
+    aggregation (FedBuff's staleness-weighted rule); devices keep training across periods."""
+
+    name = "semisync"
+
+    def __init__(self, period_s: float, server_lr: float = 1.0):
+        super().__init__(buffer_size=1, server_lr=server_lr)
+        if not (period_s > 0 and math.isfinite(period_s)):
+            raise ValueError(f"period_s must be > 0, got {period_s}")
+        self.period_s = float(period_s)
+
+    def ready(self, buffered: int) -> bool:
+        return False  # time-driven only
+
+
+POLICIES = ("sync", "deadline", "overselect", "fedasync", "fedbuff", "semisync")
+
+
+def make_policy(name: str, deadline_s: Optional[float] = None, overcommit: float = 0.3,
+                async_kw: Optional[dict] = None) -> AggregationPolicy:
     if name == "sync":
         return SyncPolicy()
     if name == "deadline":
@@ -84,4 +173,10 @@ def make_policy(name: str, deadline_s: Optional[float] = None, overcommit: float
         return DeadlinePolicy(deadline_s)
     if name == "overselect":
         return OverSelectionPolicy(overcommit, deadline_s)
+    if name == "fedasync":
+        return FedAsyncPolicy(**(async_kw or {}))
+    if name == "fedbuff":
+        return FedBuffPolicy(**(async_kw or {}))
+    if name == "semisync":
+        return SemiSyncPolicy(**(async_kw or {}))
     raise ValueError(f"unknown policy '{name}', expected one of: {', '.join(POLICIES)}")
