@@ -8,7 +8,7 @@ realisations; only what the policy decides differs.
 A policy is given as ``NAME[:PARAM][@SELECTOR]``:
 
 * ``sync``; ``deadline:0.5`` (deadline in s); ``overselect:0.3`` (over-commitment x; add a deadline
-  with ``overselect:0.3,2.0``); ``fedasync[:ALPHA]``, ``fedbuff[:M]``, ``semisync[:PERIOD_S]``;
+  with ``overselect:0.3,2.0``); ``fedasync[:ALPHA]``, ``fedbuff[:M]``, ``semisync[:PERIOD_S]``, ``hierarchical[:E]``;
 * ``@uniform`` (default), ``@channel``, ``@battery``, ``@oort`` choose the client selection.
 
 Per run it keeps the traces (``OUT/<policy>/seed<N>/``); across seeds it writes ``compare.csv`` (one row
@@ -73,12 +73,15 @@ def policy_overrides(spec: str) -> list[str]:
     elif name == "semisync":
         if param:
             out.append(f"fl.period_s={float(param)}")
+    elif name == "hierarchical":
+        if param:
+            out.append(f"fl.cloud_every={int(param)}")
     elif name == "fedasync":
         if param:
             out.append(f"fl.async_alpha={float(param)}")
     elif name != "sync":
         raise ValueError(f"policy '{spec}': unknown name '{name}' "
-                         "(sync, deadline:T, overselect:X[,T], fedasync[:ALPHA], fedbuff[:M], semisync[:T])")
+                         "(sync, deadline:T, overselect:X[,T], fedasync[:ALPHA], fedbuff[:M], semisync[:T], hierarchical[:E])")
     elif param:
         raise ValueError(f"policy '{spec}': sync takes no parameter")
     if selector:

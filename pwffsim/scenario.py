@@ -154,7 +154,7 @@ class FLConfig(_Section):
     seq_len: int = Field(32, ge=4, description="Tokens per sequence.")
     learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate of the local update.")
     eval_batches: int = Field(1, ge=0, description="Held-out batches evaluated after each local update (0: none).")
-    policy: Literal["sync", "deadline", "overselect", "fedasync", "fedbuff", "semisync"] = Field("sync", description="'sync': wait for every selected client; 'deadline': aggregate what arrived by deadline_s; 'overselect': select ceil(K (1 + overcommit)), aggregate the first K to arrive; asynchronous, with clients_per_round devices training concurrently: 'fedasync' (mix each arrival, alpha (1+tau)^-a), 'fedbuff' (every buffer_size arrivals, 1/sqrt(1+tau) weights), 'semisync' (every period_s, whatever arrived). For asynchronous policies 'rounds' counts aggregations.")
+    policy: Literal["sync", "deadline", "overselect", "fedasync", "fedbuff", "semisync", "hierarchical"] = Field("sync", description="'hierarchical': edge servers aggregate their cells every round, the cloud aggregates every cloud_every rounds over the backhaul (needs a topology with edge servers); 'sync': wait for every selected client; 'deadline': aggregate what arrived by deadline_s; 'overselect': select ceil(K (1 + overcommit)), aggregate the first K to arrive; asynchronous, with clients_per_round devices training concurrently: 'fedasync' (mix each arrival, alpha (1+tau)^-a), 'fedbuff' (every buffer_size arrivals, 1/sqrt(1+tau) weights), 'semisync' (every period_s, whatever arrived). For asynchronous policies 'rounds' counts aggregations.")
     deadline_s: Optional[float] = Field(None, gt=0, description="Round deadline (s) after the round starts, for policy='deadline' (optional for 'overselect'); stragglers are stopped and marked late.")
     overcommit: float = Field(0.3, ge=0, le=10, description="Over-selection fraction x for policy='overselect'.")
     async_alpha: float = Field(0.6, gt=0, le=1, description="FedAsync mixing weight alpha.")
@@ -162,6 +162,7 @@ class FLConfig(_Section):
     buffer_size: int = Field(3, ge=1, description="FedBuff: aggregate every buffer_size arrivals.")
     server_lr: float = Field(1.0, gt=0, description="FedBuff / semisync server learning rate eta_g.")
     period_s: float = Field(1.0, gt=0, description="semisync: aggregation period (s).")
+    cloud_every: int = Field(2, ge=1, description="hierarchical: the cloud aggregates the edge models every cloud_every rounds.")
     selection: Literal["uniform", "channel", "battery", "oort"] = Field("uniform", description="Client selection among available devices with battery left: uniform random, channel-aware (highest expected rate), battery-aware (skip devices under battery_threshold), Oort-like (statistical utility x speed).")
     battery_threshold: float = Field(0.2, ge=0, le=1, description="selection='battery': skip devices whose battery is below this fraction of its capacity.")
     oort_epsilon: float = Field(0.1, ge=0, le=1, description="selection='oort': exploration fraction.")
@@ -294,6 +295,8 @@ class Scenario(_Section):
             )
         if self.pwff.scheme == "pwff" and self.model.adapter_size == 0:
             raise ValueError("pwff.scheme='pwff' aggregates the adapters, but model.adapter_size is 0 (no adapters)")
+        if self.fl.policy == "hierarchical" and self.topology is None:
+            raise ValueError("fl.policy='hierarchical' needs a topology with edge servers (topology = \"...\")")
         if self.fl.clients_per_round > self.devices.count:
             raise ValueError(
                 f"fl.clients_per_round ({self.fl.clients_per_round}) exceeds devices.count ({self.devices.count})"

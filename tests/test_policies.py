@@ -210,3 +210,45 @@ def test_semisync_aggregates_whatever_arrived_each_period():
     g2 = g1 + (10 * w * 1.0 + 11 * w * 2.0) / 21      # device 0 (10 s) and device 1 (12 s), both from v0
     assert g(sim) == pytest.approx(g2, rel=1e-6)
     assert [r["aggregated"] for r in sim.rounds] == [1, 2]
+
+
+def test_hierarchical_edges_every_round_cloud_every_e_rounds():
+    from pathlib import Path
+
+    from pwffsim.net.topology import load_topology
+
+    topo_path = Path(__file__).resolve().parents[1] / "topologies" / "hierarchical.toml"
+    sc = scenario_from_dict({
+        "topology": str(topo_path),
+        "devices": {"count": 4, "placement": "explicit",
+                    "positions_m": [[-140.0, -150.0], [160.0, -150.0], [-140.0, 150.0], [160.0, 150.0]]},
+        "channel": {"fading": "none", "shadowing_sigma_db": 0.0},
+        "fl": {"rounds": 2, "clients_per_round": 4, "aggregation_time_s": 0.0, "policy": "hierarchical",
+               "cloud_every": 2},
+        "pwff": {"scheme": "fedavg-all"},
+    })
+    sim = run(sc)
+    n = {k: 10 + k for k in range(4)}
+    # round 0: each edge averages its two cells' updates (start 0 + (k + 1))
+    e0 = (n[0] * 1 + n[1] * 2) / (n[0] + n[1])
+    e1 = (n[2] * 3 + n[3] * 4) / (n[2] + n[3])
+    # round 1: clients start from their edge's model; edges average again; then the cloud round
+    e0b = e0 + e0
+    e1b = e1 + e1
+    s0, s1 = 2 * (n[0] + n[1]), 2 * (n[2] + n[3])
+    cloud = (s0 * e0b + s1 * e1b) / (s0 + s1)
+    assert g(sim) == pytest.approx(cloud, rel=1e-6)
+    assert float(sim.state.edge_state["edge0"]["w"][0]) == pytest.approx(cloud, rel=1e-6)
+    topo = load_topology(topo_path)
+    cloud_legs = [e for e in sim.events if e["kind"] == "backhaul" and e["client"] == -1]
+    assert len(cloud_legs) == 4 and all(e["round"] == 1 for e in cloud_legs)
+    nbytes = PAYLOAD
+    for e in cloud_legs:
+        assert e["t_end_s"] - e["t_start_s"] == pytest.approx(topo.transfer_time_s(e["cell_from"], e["cell"], nbytes))
+    # clients' backhaul legs stop at their edge server, never the cloud
+    client_legs = [e for e in sim.events if e["kind"] == "backhaul" and e["client"] >= 0]
+    assert client_legs and all("cloud" not in (e["cell"], e["cell_from"]) for e in client_legs)
+    # the cloud round adds the slowest up and down legs to round 1
+    r1 = sim.rounds[1]
+    last_up = max(e["t_end_s"] for e in sim.events if e["round"] == 1 and e["kind"] == "backhaul" and e["client"] >= 0)
+    assert r1["t_end_s"] == pytest.approx(last_up + 2 * topo.transfer_time_s("edge0", "cloud", nbytes), rel=1e-9)

@@ -283,6 +283,7 @@ class RunState:
     personal_state: dict = field(default_factory=dict)    # client -> its personal part (never uploaded)
     rounds_done: int = 0
     version: int = 0                                      # global model version (aggregations so far)
+    edge_state: dict = field(default_factory=dict)        # hierarchical: edge server -> its model's global part
     stopped_reason: str = ""
 
 
@@ -307,7 +308,8 @@ class Simulation:
         fl = scenario.fl
         async_kw = {"fedasync": {"alpha": fl.async_alpha, "staleness_exponent": fl.async_staleness_exponent},
                     "fedbuff": {"buffer_size": fl.buffer_size, "server_lr": fl.server_lr},
-                    "semisync": {"period_s": fl.period_s, "server_lr": fl.server_lr}}.get(fl.policy)
+                    "semisync": {"period_s": fl.period_s, "server_lr": fl.server_lr},
+                    "hierarchical": {"cloud_every": fl.cloud_every}}.get(fl.policy)
         self.policy = policy if policy is not None else make_policy(fl.policy, fl.deadline_s, fl.overcommit, async_kw)
         self.writer = TraceWriter(out_dir) if out_dir is not None else None
         self.events: list[dict] = []
@@ -325,6 +327,14 @@ class Simulation:
         self.selection_rng = stream(scenario.seed, STREAM_SELECTION)
         self.on_round = on_round
         self._in_flight: dict[int, tuple[Transfer, str]] = {}
+        self.hierarchical = bool(getattr(self.policy, "hierarchical", False))
+        if self.hierarchical:
+            topo = self.world.topology
+            if topo is None:
+                raise ValueError("policy 'hierarchical' needs a topology with edge servers")
+            self.edges = sorted({topo.edge_of(c.id) for c in self.cells})
+            self.state.edge_state = {e: dict(self.state.global_state) for e in self.edges}
+            self._edge_samples = {e: 0.0 for e in self.edges}
         self._last_loss: dict[int, float] = {}
         self._last_duration: dict[int, float] = {}
         self._proc_client: dict[Any, int] = {}
@@ -497,6 +507,47 @@ class Simulation:
                         pref_help=w_help, pref_safe=1.0 - w_help,
                         prox_anchor=glob if (glob and self.sc.pwff.prox_mu > 0) else None)
 
+    def _edge_of(self, dev: Device) -> str:
+        return self.world.topology.edge_of(self.cells[dev.cell].id)
+
+    def _server_of(self, dev: Device) -> str:
+        """Where a device's updates are aggregated: its edge server (hierarchical) or the cloud."""
+        return self._edge_of(dev) if self.hierarchical else self.world.topology.cloud
+
+    def _hierarchical_aggregate(self, r: int, arrived: list[int], results: dict):
+        """Edge aggregation every round; cloud aggregation over the backhaul every E rounds."""
+        from ..learn.aggregate import weighted_mean
+
+        env, topo = self.env, self.world.topology
+        for e in self.edges:
+            mine = [k for k in arrived if self._edge_of(self.devices[k]) == e]
+            if mine and self.global_keys:
+                w = [float(results[k].num_samples) for k in mine]
+                self.state.edge_state[e] = weighted_mean(
+                    [{key: results[k].state[key] for key in self.global_keys} for k in mine], w)
+                self._edge_samples[e] += sum(w)
+        if not self.policy.cloud_round(r) or not self.global_keys:
+            return
+        nbytes = self._payload_bytes()
+        t0 = env.now
+        up = {e: topo.transfer_time_s(e, topo.cloud, nbytes) for e in self.edges}
+        yield env.timeout(max(up.values()))
+        for e in self.edges:
+            self._event(r, None, "backhaul", t0, t0 + up[e], nbytes, 8.0 * nbytes / up[e], 0.0, "ok",
+                        cell=topo.cloud, cell_from=e)
+        contributing = [e for e in self.edges if self._edge_samples[e] > 0]
+        if contributing:
+            self.state.global_state = weighted_mean([self.state.edge_state[e] for e in contributing],
+                                                    [self._edge_samples[e] for e in contributing])
+        t1 = env.now
+        down = {e: topo.transfer_time_s(topo.cloud, e, nbytes) for e in self.edges}
+        yield env.timeout(max(down.values()))
+        for e in self.edges:
+            self._event(r, None, "backhaul", t1, t1 + down[e], nbytes, 8.0 * nbytes / down[e], 0.0, "ok",
+                        cell=e, cell_from=topo.cloud)
+            self.state.edge_state[e] = dict(self.state.global_state)
+            self._edge_samples[e] = 0.0
+
     def _go_offline(self, proc, delay_s: float):
         """Stop a client's round when its device goes offline (availability trace)."""
         yield self.env.timeout(delay_s)
@@ -534,8 +585,9 @@ class Simulation:
             self._last_loss[k] = float(res.train_loss)
 
     def _client_round(self, r: int, dev: Device, down_bytes: int, up_bytes: int):
-        out = ClientOutcome(client=dev.index, start_global=self.state.global_state,
-                            start_version=self.state.version, t_start_s=self.env.now)
+        start = (self.state.edge_state[self._edge_of(dev)] if self.hierarchical else self.state.global_state)
+        out = ClientOutcome(client=dev.index, start_global=start, start_version=self.state.version,
+                            t_start_s=self.env.now)
         # Nothing global (local-only): nothing to download or upload.
         phases = ("download", "compute", "upload") if down_bytes > 0 else ("compute",)
         topo = self.world.topology
@@ -545,9 +597,9 @@ class Simulation:
             if phase == "compute":
                 status = yield from self._compute(r, dev, out)
             elif phase == "backhaul-down":
-                status = yield from self._backhaul(r, dev, topo.cloud, self.cells[dev.cell].id, down_bytes)
+                status = yield from self._backhaul(r, dev, self._server_of(dev), self.cells[dev.cell].id, down_bytes)
             elif phase == "backhaul-up":
-                status = yield from self._backhaul(r, dev, self.cells[dev.cell].id, topo.cloud, up_bytes)
+                status = yield from self._backhaul(r, dev, self.cells[dev.cell].id, self._server_of(dev), up_bytes)
             else:
                 status = yield from self._transfer(r, dev, phase, down_bytes if phase == "download" else up_bytes, out)
             if phase == "download":
@@ -623,9 +675,11 @@ class Simulation:
             for k, res in results.items():
                 self.state.personal_state[k] = {key: res.state[key] for key in self.personal_keys}
             train_loss = math.nan
+            if self.hierarchical:
+                yield from self._hierarchical_aggregate(r, arrived, results)
             if arrived:
                 weights = [float(results[k].num_samples) for k in arrived]
-                if self.global_keys:
+                if self.global_keys and not self.hierarchical:
                     self.state.global_state = weighted_mean(
                         [{key: results[k].state[key] for key in self.global_keys} for k in arrived], weights)
                 train_loss = float(np.dot(weights, [results[k].train_loss for k in arrived]) / sum(weights))

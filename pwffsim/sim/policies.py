@@ -8,7 +8,8 @@ lives once, in :func:`pwffsim.learn.aggregate.weighted_mean`.
 Synchronous policies: ``sync`` (wait for every selected client), ``deadline`` (aggregate what arrived
 by ``deadline_s``; stragglers are stopped and marked late) and ``overselect`` (select
 ``ceil(K (1 + x))``, aggregate the first ``K`` to arrive, stop the rest: FedScale's over-commitment).
-Asynchronous policies: ``fedasync``, ``fedbuff`` and ``semisync`` (see their classes).
+Asynchronous policies: ``fedasync``, ``fedbuff`` and ``semisync``; and ``hierarchical`` (edge
+servers every round, the cloud every E rounds).  See their classes.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class AggregationPolicy:
 
     name = "sync"
     asynchronous = False
+    hierarchical = False
 
     def num_to_select(self, clients_per_round: int) -> int:
         return clients_per_round
@@ -160,7 +162,30 @@ class SemiSyncPolicy(FedBuffPolicy):
         return False  # time-driven only
 
 
-POLICIES = ("sync", "deadline", "overselect", "fedasync", "fedbuff", "semisync")
+class HierarchicalPolicy(AggregationPolicy):
+    """Hierarchical FL (e.g. HierFAVG, Liu et al., ICC 2020): every round each edge server aggregates
+    the updates of the cells that hang off it into its own edge model (clients download from and upload
+    to their edge server); every ``cloud_every`` rounds the edge models cross the backhaul to the cloud,
+    which averages them (weighted by the samples each edge aggregated since the last cloud round) and
+    sends the result back to every edge.  An optional deadline applies to each round."""
+
+    name = "hierarchical"
+    hierarchical = True
+
+    def __init__(self, cloud_every: int = 2, deadline_s: Optional[float] = None):
+        if cloud_every < 1:
+            raise ValueError(f"cloud_every must be >= 1, got {cloud_every}")
+        self.cloud_every = int(cloud_every)
+        self._deadline_s = deadline_s
+
+    def deadline_s(self, round_index: int) -> Optional[float]:
+        return self._deadline_s
+
+    def cloud_round(self, round_index: int) -> bool:
+        return (round_index + 1) % self.cloud_every == 0
+
+
+POLICIES = ("sync", "deadline", "overselect", "fedasync", "fedbuff", "semisync", "hierarchical")
 
 
 def make_policy(name: str, deadline_s: Optional[float] = None, overcommit: float = 0.3,
@@ -173,6 +198,8 @@ def make_policy(name: str, deadline_s: Optional[float] = None, overcommit: float
         return DeadlinePolicy(deadline_s)
     if name == "overselect":
         return OverSelectionPolicy(overcommit, deadline_s)
+    if name == "hierarchical":
+        return HierarchicalPolicy(**(async_kw or {}), deadline_s=deadline_s)
     if name == "fedasync":
         return FedAsyncPolicy(**(async_kw or {}))
     if name == "fedbuff":
