@@ -27,6 +27,8 @@ import os
 import re
 from typing import Iterable, Optional, Union
 
+from .mobility import MobilityError, natural_key  # same one-line error form and id order
+
 __all__ = [
     "AvailabilityError",
     "Availability",
@@ -38,21 +40,9 @@ __all__ = [
 Interval = tuple[float, float]
 
 
-class AvailabilityError(ValueError):
+class AvailabilityError(MobilityError):
     """An availability trace cannot be read. ``str()`` is one line: ``"{path}:{line}: {what}"``
     (``line`` is ``"?"`` when unknown; ``"{path}: {what}"`` for a file that cannot be opened)."""
-
-    def __init__(self, path, line, what: str):
-        self.path = str(path)
-        self.line = line
-        self.what = " ".join(str(what).split())
-        where = self.path if line is None else f"{self.path}:{line}"
-        super().__init__(f"{where}: {self.what}")
-
-
-def _natural_key(s: str) -> tuple:
-    parts = re.split(r"(\d+)", str(s))
-    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts if p != "")
 
 
 def _merge(intervals: Iterable[Interval]) -> list[Interval]:
@@ -315,7 +305,7 @@ def read_availability_csv(path, client_map: Optional[dict[str, int]] = None,
         rows.append((cid, s, e, lineno))
     if header is None:
         raise AvailabilityError(p, 1, "expected a header line 'client,start_s,end_s' (empty file)")
-    ids = sorted({r[0] for r in rows}, key=_natural_key)
+    ids = sorted({r[0] for r in rows}, key=natural_key)
     if client_map is not None:
         mapping = {cid: int(client_map[cid]) for cid in ids}
     elif all(re.fullmatch(r"[+-]?\d+", cid) for cid in ids):
@@ -360,7 +350,7 @@ def read_fedscale_behaviour_json(path) -> Availability:
     if not isinstance(data, dict) or not data:
         raise AvailabilityError(p, "?", "expected a non-empty JSON object {client_id: {active, inactive, "
                                         "finish_time}}")
-    keys = sorted(data, key=_natural_key)
+    keys = sorted(data, key=natural_key)
     intervals: dict[int, list[Interval]] = {}
     periods: dict[int, float] = {}
     names: dict[int, str] = {}

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from .channel import _as_float_array, _nonnegative, _out, _positive  # shared argument checks
+
 from pwffsim.net.channel import SPEED_OF_LIGHT_MPS
 
 __all__ = [
@@ -85,36 +87,6 @@ _FIELD_CHUNK = 4096
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
-def _out(x: np.ndarray) -> Any:
-    """Return a Python float for a 0-d result, the array otherwise."""
-    x = np.asarray(x)
-    return float(x) if x.ndim == 0 else x
-
-
-def _as_float_array(x: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real number or an array of real numbers, got {x!r}") from exc
-    if np.any(np.isnan(arr)):
-        raise ValueError(f"{name} must not be NaN, got {x!r}")
-    return arr
-
-
-def _nonnegative(x: Any, name: str) -> np.ndarray:
-    arr = _as_float_array(x, name)
-    if np.any(arr < 0):
-        raise ValueError(f"{name} must be >= 0, got {x!r}")
-    return arr
-
-
-def _positive(x: Any, name: str) -> np.ndarray:
-    arr = _as_float_array(x, name)
-    if np.any(arr <= 0):
-        raise ValueError(f"{name} must be > 0, got {x!r}")
-    return arr
-
-
 def _positive_scalar(x: Any, name: str) -> float:
     arr = _positive(x, name)
     if arr.ndim != 0 or not math.isfinite(float(arr)):
