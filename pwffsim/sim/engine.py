@@ -340,7 +340,6 @@ class Simulation:
         self._proc_client: dict[Any, int] = {}
         from .selection import make_selector
 
-        fl = scenario.fl
         self.selector = make_selector(fl.selection, **({"threshold_fraction": fl.battery_threshold} if fl.selection == "battery"
                                                        else {"epsilon": fl.oort_epsilon} if fl.selection == "oort" else {}))
         self.availability = load_availability(scenario)
@@ -573,8 +572,8 @@ class Simulation:
             battery_j={k: self.devices[k].battery.level_j for k in candidates},
             battery_capacity_j={k: self.devices[k].battery.capacity_j for k in candidates},
             num_samples={k: int(self.learner.num_samples(k)) for k in candidates},
-            last_loss={k: v for k, v in self._last_loss.items() if k in set(candidates)},
-            last_duration_s={k: v for k, v in self._last_duration.items() if k in set(candidates)},
+            last_loss={k: self._last_loss[k] for k in candidates if k in self._last_loss},
+            last_duration_s={k: self._last_duration[k] for k in candidates if k in self._last_duration},
         )
 
     def _last_loss_duration(self, k: int, out: "ClientOutcome", t_start: float) -> None:
@@ -697,26 +696,26 @@ class Simulation:
                 objective=objective,
             )
             for k in sorted(outcomes):
-                res = results.get(k)
-                dev = self.devices[k]
-                self._row(
-                    "clients", round=r, client=k,
-                    train_loss=math.nan if res is None else float(res.train_loss),
-                    eval_loss=math.nan if res is None else float(res.eval_loss),
-                    eval_loss_others=math.nan if res is None else float(res.eval_loss_others),
-                    reward_help=math.nan if res is None else float(res.reward_help),
-                    reward_safe=math.nan if res is None else float(res.reward_safe),
-                    objective=math.nan if res is None else float(res.objective),
-                    w_help=float(self.pref_help[k]), staleness=0 if outcomes[k].status == "ok" else -1,
-                    battery_j=float(dev.battery.level_j), energy_j=float(e0[k] - dev.battery.level_j),
-                    status=outcomes[k].status,
-                )
+                self._client_row(r, outcomes[k], results.get(k), 0 if outcomes[k].status == "ok" else -1,
+                                 e0[k] - self.devices[k].battery.level_j)
             self.state.rounds_done = r + 1
             self.state.version = r + 1
             if self.writer is not None:
                 self.writer.flush()
             if self.on_round is not None:
                 self.on_round(self.rounds[-1])
+
+    def _client_row(self, r: int, out: ClientOutcome, res: Any, staleness: int, energy_j: float) -> None:
+        """One row of the clients table (metrics NaN where the client did not finish computing)."""
+        def metric(name: str) -> float:
+            return math.nan if res is None else float(getattr(res, name))
+
+        k = out.client
+        self._row("clients", round=r, client=k, train_loss=metric("train_loss"), eval_loss=metric("eval_loss"),
+                  eval_loss_others=metric("eval_loss_others"), reward_help=metric("reward_help"),
+                  reward_safe=metric("reward_safe"), objective=metric("objective"), w_help=float(self.pref_help[k]),
+                  staleness=int(staleness), battery_j=float(self.devices[k].battery.level_j),
+                  energy_j=float(energy_j), status=out.status)
 
     def _final_evaluation(self) -> None:
         """Evaluate every client's final model: the global part and its own personal part."""
@@ -824,17 +823,8 @@ class Simulation:
                       objective=objective)
             stale = {id(o): tau for (o, _, _), tau in zip(buffer, taus)}
             for o in sorted(finished, key=lambda o: o.client):
-                res = o.handle.result() if o.handle is not None else None
-                dev = self.devices[o.client]
-                self._row("clients", round=r, client=o.client,
-                          train_loss=math.nan if res is None else float(res.train_loss),
-                          eval_loss=math.nan if res is None else float(res.eval_loss),
-                          eval_loss_others=math.nan if res is None else float(res.eval_loss_others),
-                          reward_help=math.nan if res is None else float(res.reward_help),
-                          reward_safe=math.nan if res is None else float(res.reward_safe),
-                          objective=math.nan if res is None else float(res.objective),
-                          w_help=float(self.pref_help[o.client]), staleness=stale.get(id(o), -1),
-                          battery_j=float(dev.battery.level_j), energy_j=float(o.energy_j), status=o.status)
+                self._client_row(r, o, o.handle.result() if o.handle is not None else None, stale.get(id(o), -1),
+                                 o.energy_j)
             buffer, finished = [], []
             levels0, t_window = levels, env.now
             r += 1
