@@ -252,3 +252,9 @@ def test_hierarchical_edges_every_round_cloud_every_e_rounds():
     r1 = sim.rounds[1]
     last_up = max(e["t_end_s"] for e in sim.events if e["round"] == 1 and e["kind"] == "backhaul" and e["client"] >= 0)
     assert r1["t_end_s"] == pytest.approx(last_up + 2 * topo.transfer_time_s("edge0", "cloud", nbytes), rel=1e-9)
+
+
+def test_semisync_period_shorter_than_aggregation_time_skips_missed_periods():
+    sim = two_async("semisync", rounds=3, period_s=0.001, aggregation_time_s=0.01)
+    ends = [r["t_end_s"] for r in sim.rounds]
+    assert len(ends) == 3 and all(b > a for a, b in zip(ends, ends[1:]))

@@ -774,6 +774,8 @@ class Simulation:
                 self.state.stopped_reason = f"no available device with battery left before aggregation {r}"
                 break
             get = done.get()
+            while next_period <= env.now + 1e-12:  # periods that passed during an aggregation are skipped
+                next_period += pol.period_s
             waits = [get] + ([env.timeout(next_period - env.now)] if math.isfinite(next_period) else [])
             if busy:
                 yield simpy.AnyOf(env, waits)
@@ -795,7 +797,7 @@ class Simulation:
             periodic_due = env.now >= next_period - 1e-12
             if periodic_due:
                 next_period += pol.period_s
-            if not ((buffer and pol.ready(len(buffer))) or (periodic_due and buffer) or (periodic_due and pol.period_s)):
+            if not ((buffer and pol.ready(len(buffer))) or periodic_due):
                 continue
             # ---- aggregate the buffer
             t_agg = env.now
