@@ -102,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         sim = Simulation(sc, out_dir=str(out), on_round=on_round)
         summary = sim.run()
         bar.close()
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except (ValueError, OSError) as err:
         # e.g. a model checkpoint directory that cannot be loaded: one line, status 2.
         return _fail(str(err).splitlines()[0] if str(err) else err.__class__.__name__)
     print(f"pwffsim: {sc.name} (seed {sc.seed}) -> {out}")

@@ -64,11 +64,11 @@ class DevicesConfig(_Section):
 
     count: int = Field(20, ge=1, le=100_000, description="Number of devices (clients).")
     placement: Literal["disc", "square", "explicit"] = Field(
-        "disc", description="'disc': uniform in a disc of radius_m around the first cell; 'square': uniform in a side_m square centred on it; 'explicit': positions_m."
+        "disc", description="'disc': uniform in a disc of radius_m around the centroid of the cells; 'square': uniform in a side_m square centred there; 'explicit': positions_m."
     )
     radius_m: float = Field(250.0, gt=0, description="Disc radius for placement='disc' (m).")
     side_m: float = Field(500.0, gt=0, description="Square side for placement='square' (m).")
-    min_distance_m: float = Field(10.0, ge=0, description="No device closer than this to the base station (m).")
+    min_distance_m: float = Field(10.0, ge=0, description="No device closer than this to the centroid of the cells (the base station, with one cell) (m).")
     positions_m: list[tuple[float, float]] = Field(
         default_factory=list, description="Explicit [x, y] positions (m), one per device, for placement='explicit'."
     )
@@ -148,7 +148,7 @@ class FLConfig(_Section):
     """Federated fine-tuning and the server's aggregation policy."""
 
     rounds: int = Field(10, ge=1, description="Number of aggregation rounds.")
-    clients_per_round: int = Field(5, ge=1, description="Clients selected each round (uniformly at random among those with battery left).")
+    clients_per_round: int = Field(5, ge=1, description="Clients selected each round by fl.selection among available devices with battery left (asynchronous policies: devices training at once).")
     local_steps: int = Field(5, ge=1, description="Local optimiser steps per round.")
     batch_size: int = Field(8, ge=1, description="Sequences per local step.")
     seq_len: int = Field(32, ge=4, description="Tokens per sequence.")

@@ -258,3 +258,28 @@ def test_semisync_period_shorter_than_aggregation_time_skips_missed_periods():
     sim = two_async("semisync", rounds=3, period_s=0.001, aggregation_time_s=0.01)
     ends = [r["t_end_s"] for r in sim.rounds]
     assert len(ends) == 3 and all(b > a for a, b in zip(ends, ends[1:]))
+
+
+def test_fedbuff_with_an_unfillable_buffer_flushes_what_it_has_and_ends():
+    sim = two_async("fedbuff", rounds=3, buffer_size=50)
+    # nothing can ever fill 50 slots with two devices and a long run: the run still ends, every round
+    # aggregates what was buffered when no device was busy, or the run stops with a reason
+    assert sim.rounds or sim.state.stopped_reason
+    assert sum(r["energy_j"] for r in sim.rounds) == pytest.approx(sum(c["energy_j"] for c in sim.clients), rel=1e-12)
+
+
+def test_everyone_offline_at_first_then_online_delays_the_first_round(tmp_path):
+    avail = tmp_path / "avail.csv"
+    avail.write_text("client,start_s,end_s\n0,100,1000\n1,100,1000\n2,150,1000\n")
+    sim = run(three_clients(clients_per_round=2, availability=str(avail)))
+    assert sim.rounds and sim.rounds[0]["t_start_s"] == pytest.approx(100.0)
+    assert {c["client"] for c in sim.clients} <= {0, 1}
+
+
+def test_hierarchical_without_edge_servers_is_a_one_line_error(tmp_path):
+    from pathlib import Path
+
+    topo = Path(__file__).resolve().parents[1] / "topologies" / "hex7_uma.toml"
+    f = tmp_path / "h.toml"
+    f.write_text(f'topology = "{topo}"\n[fl]\npolicy = "hierarchical"\nrounds = 1\n')
+    assert main(["run", str(f), "--out", str(tmp_path / "o"), "--no-plot", "--quiet"]) == 2

@@ -326,8 +326,9 @@ def test_reads_what_trace_writer_writes(tmp_path, tables):
         df = df.reindex(columns=cols)  # columns added to the schema later: NaN (strings: empty)
         if "cell_from" in df:
             df["cell_from"] = df["cell_from"].fillna("")
-        if "staleness" in df:
-            df["staleness"] = df["staleness"].fillna(0).astype(int)
+        for col in ("staleness", "offline"):  # integer columns added to the schema later
+            if col in df:
+                df[col] = df[col].fillna(0).astype(int)
         for rec in df.to_dict("records"):
             w.add(name, **{k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
     w.flush()

@@ -264,7 +264,7 @@ def build_world(sc: Scenario, env: simpy.Environment) -> tuple[list[Cell], list[
 @dataclass
 class ClientOutcome:
     client: int
-    status: str = "ok"              # ok | late | dropped
+    status: str = "ok"              # ok | late | dropped | offline
     handle: Any = None              # training handle, set once the computation finished
     t_arrival_s: float = math.nan   # when the upload finished
     downloaded: bool = False        # the broadcast arrived in full
@@ -333,6 +333,9 @@ class Simulation:
             if topo is None:
                 raise ValueError("policy 'hierarchical' needs a topology with edge servers")
             self.edges = sorted({topo.edge_of(c.id) for c in self.cells})
+            if self.edges == [topo.cloud]:
+                raise ValueError(f"policy 'hierarchical' needs edge servers, but every cell of topology "
+                                 f"{scenario.topology} hangs off the cloud")
             self.state.edge_state = {e: dict(self.state.global_state) for e in self.edges}
             self._edge_samples = {e: 0.0 for e in self.edges}
         self._last_loss: dict[int, float] = {}
@@ -506,6 +509,20 @@ class Simulation:
                         pref_help=w_help, pref_safe=1.0 - w_help,
                         prox_anchor=glob if (glob and self.sc.pwff.prox_mu > 0) else None)
 
+    def _time_to_next_availability_change(self) -> Optional[float]:
+        """Seconds until some device with battery left may come online or into coverage again
+        (None: no device will, so the run cannot go on)."""
+        now = self.env.now
+        t_next = math.inf
+        for d in self.devices:
+            if not d.alive or d.battery.empty:
+                continue
+            if self.availability is not None:
+                t_next = min(t_next, self.availability.next_change_s(d.index, now))
+            if self.world.moving:
+                t_next = min(t_next, self.world.next_position_change_s(d.index, now))
+        return t_next - now if math.isfinite(t_next) else None
+
     def _edge_of(self, dev: Device) -> str:
         return self.world.topology.edge_of(self.cells[dev.cell].id)
 
@@ -532,7 +549,7 @@ class Simulation:
         up = {e: topo.transfer_time_s(e, topo.cloud, nbytes) for e in self.edges}
         yield env.timeout(max(up.values()))
         for e in self.edges:
-            self._event(r, None, "backhaul", t0, t0 + up[e], nbytes, 8.0 * nbytes / up[e], 0.0, "ok",
+            self._event(r, None, "backhaul", t0, t0 + up[e], nbytes, 8.0 * nbytes / up[e] if up[e] > 0 else 0.0, 0.0, "ok",
                         cell=topo.cloud, cell_from=e)
         contributing = [e for e in self.edges if self._edge_samples[e] > 0]
         if contributing:
@@ -542,7 +559,8 @@ class Simulation:
         down = {e: topo.transfer_time_s(topo.cloud, e, nbytes) for e in self.edges}
         yield env.timeout(max(down.values()))
         for e in self.edges:
-            self._event(r, None, "backhaul", t1, t1 + down[e], nbytes, 8.0 * nbytes / down[e], 0.0, "ok",
+            self._event(r, None, "backhaul", t1, t1 + down[e], nbytes, 8.0 * nbytes / down[e] if down[e] > 0 else 0.0,
+                        0.0, "ok",
                         cell=e, cell_from=topo.cloud)
             self.state.edge_state[e] = dict(self.state.global_state)
             self._edge_samples[e] = 0.0
@@ -617,20 +635,26 @@ class Simulation:
 
         env = self.env
         sc = self.sc
-        for r in range(sc.fl.rounds):
+        r = -1
+        while r + 1 < sc.fl.rounds:
+            r += 1
             self.state.round = r
             alive = [d.index for d in self.devices
                      if d.alive and not d.battery.empty and self.world.available(d.index, env.now)
                      and (self.availability is None or self.availability.online(d.index, env.now))]
             if not alive:
-                self.state.stopped_reason = f"no available device with battery left before round {r}"
-                break
+                wait_s = self._time_to_next_availability_change()
+                if wait_s is None:
+                    self.state.stopped_reason = f"no device with battery left before round {r}"
+                    break
+                yield env.timeout(wait_s)  # every device is offline or out of coverage for now
+                r -= 1  # the round has not happened yet
+                continue
             k_round = sc.fl.clients_per_round
             selected = self.selector.select(self.selection_rng, alive, self.policy.num_to_select(k_round),
                                             self._selection_context(r, alive))
             t_start = env.now
             nbytes = self._payload_bytes()
-            e0 = {k: self.devices[k].battery.level_j for k in selected}
             procs = {k: env.process(self._client_round(r, self.devices[k], nbytes, nbytes)) for k in selected}
             self._proc_client = {p: k for k, p in procs.items()}
             if self.availability is not None:
@@ -691,13 +715,14 @@ class Simulation:
             self._row(
                 "rounds", round=r, t_start_s=float(t_start), t_end_s=float(env.now), selected=len(selected),
                 aggregated=len(arrived), late=sum(o.status == "late" for o in outcomes.values()),
-                dropped=sum(o.status == "dropped" for o in outcomes.values()), bytes_up=nbytes * len(arrived),
+                dropped=sum(o.status == "dropped" for o in outcomes.values()),
+                offline=sum(o.status == "offline" for o in outcomes.values()), bytes_up=nbytes * len(arrived),
                 bytes_down=nbytes * n_dl_ok, energy_j=float(energy_round), train_loss=train_loss,
                 objective=objective,
             )
             for k in sorted(outcomes):
                 self._client_row(r, outcomes[k], results.get(k), 0 if outcomes[k].status == "ok" else -1,
-                                 e0[k] - self.devices[k].battery.level_j)
+                                 outcomes[k].energy_j)
             self.state.rounds_done = r + 1
             self.state.version = r + 1
             if self.writer is not None:
@@ -744,7 +769,6 @@ class Simulation:
         buffer: list[tuple[ClientOutcome, Any, float]] = []   # (outcome, result, t_arrival)
         finished: list[ClientOutcome] = []
         t_window = env.now
-        levels0 = [d.battery.level_j for d in self.devices]
         r = 0
         self.state.round = 0
 
@@ -770,34 +794,39 @@ class Simulation:
         next_period = env.now + pol.period_s if pol.period_s else math.inf
         while r < sc.fl.rounds:
             refill()
-            if not busy and not buffer:
-                self.state.stopped_reason = f"no available device with battery left before aggregation {r}"
-                break
-            get = done.get()
-            while next_period <= env.now + 1e-12:  # periods that passed during an aggregation are skipped
-                next_period += pol.period_s
-            waits = [get] + ([env.timeout(next_period - env.now)] if math.isfinite(next_period) else [])
-            if busy:
+            flush = False
+            if not busy:
+                wait_s = self._time_to_next_availability_change()
+                if buffer:
+                    flush = True  # nothing more can arrive now: aggregate what is buffered
+                elif wait_s is None:
+                    self.state.stopped_reason = f"no device with battery left before aggregation {r}"
+                    break
+                else:
+                    yield env.timeout(wait_s)  # every device is offline or out of coverage for now
+                    continue
+            get = done.get() if not flush else None
+            if get is not None:
+                while next_period <= env.now + 1e-12:  # periods that passed during an aggregation are skipped
+                    next_period += pol.period_s
+                waits = [get] + ([env.timeout(next_period - env.now)] if math.isfinite(next_period) else [])
                 yield simpy.AnyOf(env, waits)
-            else:
-                yield waits[-1] if len(waits) > 1 else get
-            if get.triggered:
-                k, out = get.value
-                busy.pop(k, None)
-                finished.append(out)
-                if out.handle is not None:
-                    res = out.handle.result()
-                    self.state.personal_state[k] = {key: res.state[key] for key in self.personal_keys}
-                    self._last_loss[k] = float(res.train_loss)
-                    if out.status == "ok":
-                        buffer.append((out, res, out.t_arrival_s))
-                        self._last_duration[k] = out.t_arrival_s - out.t_start_s
-            else:
-                get.cancel()
+                if get.triggered:
+                    k, out = get.value
+                    busy.pop(k, None)
+                    finished.append(out)
+                    self._last_loss_duration(k, out, out.t_start_s)
+                    if out.handle is not None:
+                        res = out.handle.result()
+                        self.state.personal_state[k] = {key: res.state[key] for key in self.personal_keys}
+                        if out.status == "ok":
+                            buffer.append((out, res, out.t_arrival_s))
+                else:
+                    get.cancel()
             periodic_due = env.now >= next_period - 1e-12
             if periodic_due:
                 next_period += pol.period_s
-            if not ((buffer and pol.ready(len(buffer))) or periodic_due):
+            if not (flush or (buffer and pol.ready(len(buffer))) or periodic_due):
                 continue
             # ---- aggregate the buffer
             t_agg = env.now
@@ -815,20 +844,20 @@ class Simulation:
                           if buffer else math.nan)
             trained = [o for o in finished if o.handle is not None]
             objective = (float(np.mean([o.handle.result().objective for o in trained])) if trained else math.nan)
-            levels = [d.battery.level_j for d in self.devices]
             self._row("rounds", round=r, t_start_s=float(t_window), t_end_s=float(env.now),
                       selected=len(finished), aggregated=len(buffer),
                       late=sum(o.status == "late" for o in finished),
                       dropped=sum(o.status == "dropped" for o in finished),
+                      offline=sum(o.status == "offline" for o in finished),
                       bytes_up=nbytes * len(buffer), bytes_down=nbytes * sum(o.downloaded for o in finished),
-                      energy_j=float(sum(a - b for a, b in zip(levels0, levels))), train_loss=train_loss,
+                      energy_j=float(sum(o.energy_j for o in finished)), train_loss=train_loss,
                       objective=objective)
             stale = {id(o): tau for (o, _, _), tau in zip(buffer, taus)}
             for o in sorted(finished, key=lambda o: o.client):
                 self._client_row(r, o, o.handle.result() if o.handle is not None else None, stale.get(id(o), -1),
                                  o.energy_j)
             buffer, finished = [], []
-            levels0, t_window = levels, env.now
+            t_window = env.now
             r += 1
             self.state.version += 1
             self.state.round = r
@@ -880,6 +909,7 @@ class Simulation:
             "aggregated_updates": int(sum(r["aggregated"] for r in rounds)),
             "late": int(sum(r["late"] for r in rounds)),
             "dropped": int(sum(r["dropped"] for r in rounds)),
+            "offline": int(sum(r["offline"] for r in rounds)),
             "first_train_loss": finite[0] if finite else None,
             "final_train_loss": finite[-1] if finite else None,
             "training_flops_per_update": float(self.flops),
