@@ -182,6 +182,18 @@ def summary_markdown(sdf, target_loss: float, seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(plt, fig, ax, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_compare(runs, out: Path) -> list[Path]:
     import matplotlib
 
@@ -197,29 +209,15 @@ def plot_compare(runs, out: Path) -> list[Path]:
         t = [r["t_end_s"] for r in sim.rounds]
         loss = [r["train_loss"] for r in sim.rounds]
         ax.plot(t, loss, color=colors[spec], alpha=0.8, lw=1.2, label=spec if seed == runs[0][1] else None)
-    ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("training loss (aggregated)")
-    ax.set_title("Loss against simulated time (one line per seed)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out / "loss_vs_time.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(plt, fig, ax, "simulated time (s)", "training loss (aggregated)",
+                       "Loss against simulated time (one line per seed)", out / "loss_vs_time.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for spec in policies:
         d = np.sort([r["t_end_s"] - r["t_start_s"] for s, _, sim, _ in runs if s == spec for r in sim.rounds])
         ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", color=colors[spec], label=spec)
-    ax.set_xlabel("round delay (s, simulated)")
-    ax.set_ylabel("CDF")
-    ax.set_title("Round delay, all seeds")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out / "round_delay_cdf.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(plt, fig, ax, "round delay (s, simulated)", "CDF", "Round delay, all seeds",
+                       out / "round_delay_cdf.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     data = []
