@@ -52,6 +52,15 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
+# Policies with one optional parameter: the scenario key it sets, and its type.
+_ONE_PARAMETER = {
+    "fedbuff": ("fl.buffer_size", int),
+    "semisync": ("fl.period_s", float),
+    "hierarchical": ("fl.cloud_every", int),
+    "fedasync": ("fl.async_alpha", float),
+}
+
+
 def policy_overrides(spec: str) -> list[str]:
     """Scenario overrides for one policy spec (see the module docstring)."""
     name, _, selector = spec.partition("@")
@@ -67,18 +76,10 @@ def policy_overrides(spec: str) -> list[str]:
             out.append(f"fl.overcommit={float(x)}")
             if dl:
                 out.append(f"fl.deadline_s={float(dl)}")
-    elif name == "fedbuff":
+    elif name in _ONE_PARAMETER:
         if param:
-            out.append(f"fl.buffer_size={int(param)}")
-    elif name == "semisync":
-        if param:
-            out.append(f"fl.period_s={float(param)}")
-    elif name == "hierarchical":
-        if param:
-            out.append(f"fl.cloud_every={int(param)}")
-    elif name == "fedasync":
-        if param:
-            out.append(f"fl.async_alpha={float(param)}")
+            key, kind = _ONE_PARAMETER[name]
+            out.append(f"{key}={kind(param)}")
     elif name != "sync":
         raise ValueError(f"policy '{spec}': unknown name '{name}' "
                          "(sync, deadline:T, overselect:X[,T], fedasync[:ALPHA], fedbuff[:M], semisync[:T], hierarchical[:E])")

@@ -20,14 +20,13 @@ Conventions
 from __future__ import annotations
 
 import bisect
-import csv
 import json
 import math
 import os
 import re
 from typing import Iterable, Optional, Union
 
-from .mobility import MobilityError, natural_key  # same one-line error form and id order
+from .mobility import MobilityError, natural_key, read_csv_records  # same errors, id order and CSV rules
 
 __all__ = [
     "AvailabilityError",
@@ -272,30 +271,12 @@ def read_availability_csv(path, client_map: Optional[dict[str, int]] = None,
     """
     p = os.fspath(path)
     text = _read_text(p)
-    reader = csv.reader(text.splitlines())
-    header = None
-    col: dict[str, int] = {}
+    records, _ = read_csv_records(text.splitlines(), p, _COLUMNS, "client", "client id", AvailabilityError)
     rows: list[tuple[str, float, float, int]] = []
-    for row in reader:
-        lineno = reader.line_num
-        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
-            continue
-        if header is None:
-            header = [c.strip().lower() for c in row]
-            missing = [c for c in _COLUMNS if c not in header]
-            if missing:
-                raise AvailabilityError(p, lineno, f"expected a header with columns client,start_s,end_s; "
-                                                   f"missing {','.join(missing)} in {','.join(header)!r}")
-            col = {c: header.index(c) for c in _COLUMNS}
-            continue
-        if len(row) < len(header):
-            raise AvailabilityError(p, lineno, f"expected {len(header)} fields ({','.join(header)}), "
-                                               f"got {len(row)}")
-        cid = row[col["client"]].strip()
-        if not cid:
-            raise AvailabilityError(p, lineno, "expected a non-empty client id")
-        s = _float(p, lineno, row[col["start_s"]].strip(), "start_s")
-        e = _float(p, lineno, row[col["end_s"]].strip(), "end_s")
+    for lineno, rec in records:
+        cid = rec["client"]
+        s = _float(p, lineno, rec["start_s"], "start_s")
+        e = _float(p, lineno, rec["end_s"], "end_s")
         if not math.isfinite(s):
             raise AvailabilityError(p, lineno, f"expected a finite start_s, got {s}")
         if e < s:
@@ -303,8 +284,6 @@ def read_availability_csv(path, client_map: Optional[dict[str, int]] = None,
         if client_map is not None and cid not in client_map:
             raise AvailabilityError(p, lineno, f"expected a client id listed in client_map, got {cid!r}")
         rows.append((cid, s, e, lineno))
-    if header is None:
-        raise AvailabilityError(p, 1, "expected a header line 'client,start_s,end_s' (empty file)")
     ids = sorted({r[0] for r in rows}, key=natural_key)
     if client_map is not None:
         mapping = {cid: int(client_map[cid]) for cid in ids}

@@ -344,6 +344,39 @@ def _open_text(path):
         raise MobilityError(path, None, f"cannot open trace file: {exc.strerror or exc}") from None
 
 
+def read_csv_records(lines, path, columns: tuple[str, ...], id_column: str, id_label: str,
+                     error: type[MobilityError] = MobilityError) -> tuple[list[tuple[int, dict[str, str]]], int]:
+    """The rows of a CSV trace with a header naming ``columns`` (any order, case-insensitive, extra
+    columns ignored; blank lines and lines starting with ``#`` skipped), as ``(line, {column: text})``
+    with the texts stripped, and the number of the last line read.  Raises ``error`` with the line for
+    an empty file, a header missing a column, a short row or an empty ``id_column``."""
+    reader = csv.reader(lines)
+    header = None
+    col: dict[str, int] = {}
+    records: list[tuple[int, dict[str, str]]] = []
+    for row in reader:
+        lineno = reader.line_num
+        if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [c.strip().lower() for c in row]
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise error(path, lineno, f"expected a header with columns {','.join(columns)}; "
+                                          f"missing {','.join(missing)} in {','.join(header)!r}")
+            col = {c: header.index(c) for c in columns}
+            continue
+        if len(row) < len(header):
+            raise error(path, lineno, f"expected {len(header)} fields ({','.join(header)}), got {len(row)}")
+        rec = {c: row[i].strip() for c, i in col.items()}
+        if not rec[id_column]:
+            raise error(path, lineno, f"expected a non-empty {id_label}")
+        records.append((lineno, rec))
+    if header is None:
+        raise error(path, 1, f"expected a header line '{','.join(columns)}' (empty file)")
+    return records, reader.line_num
+
+
 def _float(path, line, value, what: str) -> float:
     try:
         x = float(value)
@@ -581,34 +614,14 @@ def read_csv_trace(path) -> dict[str, Trajectory]:
     """
     rows: dict[str, list[tuple[float, int, float, float]]] = {}
     with _open_text(path) as fh:
-        reader = csv.reader(fh)
-        header = None
-        for row in reader:
-            lineno = reader.line_num
-            if not row or all(not c.strip() for c in row) or row[0].lstrip().startswith("#"):
-                continue
-            if header is None:
-                header = [c.strip().lower() for c in row]
-                missing = [c for c in ("t", "id", "x", "y") if c not in header]
-                if missing:
-                    raise MobilityError(path, lineno, f"expected a header with columns t,id,x,y; "
-                                                      f"missing {','.join(missing)} in {','.join(header)!r}")
-                col = {c: header.index(c) for c in ("t", "id", "x", "y")}
-                continue
-            if len(row) < len(header):
-                raise MobilityError(path, lineno, f"expected {len(header)} fields "
-                                                  f"({','.join(header)}), got {len(row)}")
-            nid = row[col["id"]].strip()
-            if not nid:
-                raise MobilityError(path, lineno, "expected a non-empty id")
-            t = _float(path, lineno, row[col["t"]].strip(), "t")
-            x = _float(path, lineno, row[col["x"]].strip(), "x")
-            y = _float(path, lineno, row[col["y"]].strip(), "y")
-            rows.setdefault(nid, []).append((t, lineno, x, y))
-    if header is None:
-        raise MobilityError(path, 1, "expected a header line 't,id,x,y' (empty file)")
+        records, last_line = read_csv_records(fh, path, ("t", "id", "x", "y"), "id", "id")
+    for lineno, rec in records:
+        t = _float(path, lineno, rec["t"], "t")
+        x = _float(path, lineno, rec["x"], "x")
+        y = _float(path, lineno, rec["y"], "y")
+        rows.setdefault(rec["id"], []).append((t, lineno, x, y))
     if not rows:
-        raise MobilityError(path, reader.line_num or 1, "expected at least one data row after the header")
+        raise MobilityError(path, last_line or 1, "expected at least one data row after the header")
     out: dict[str, Trajectory] = {}
     for nid in sorted(rows, key=natural_key):
         r = sorted(rows[nid])
