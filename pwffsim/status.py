@@ -1,0 +1,43 @@
+"""Named values of the traces' ``status`` and ``kind`` columns, and of the causes that stop a client.
+
+Plain string constants (not an Enum) so that a trace cell is exactly the string it always was, and
+the network side can use them without importing anything.
+"""
+from __future__ import annotations
+
+
+class Status:
+    """Outcome of a timed activity (events table) or of a client's round (clients table)."""
+
+    OK = "ok"            # finished in full
+    LATE = "late"        # stopped by the deadline, or not needed once over-selection had enough
+    DROPPED = "dropped"  # the device's battery emptied
+    OFFLINE = "offline"  # the device went offline (availability trace)
+    DETACHED = "detached"  # a transfer between two cells during a handover interruption (never written)
+
+    ENDED = (OK, LATE, DROPPED, OFFLINE)  # the statuses a trace row can carry
+
+
+class Kind:
+    """What an events row is."""
+
+    DOWNLOAD = "download"
+    COMPUTE = "compute"
+    UPLOAD = "upload"
+    AGGREGATE = "aggregate"
+    BACKHAUL = "backhaul"
+    HANDOVER = "handover"
+    DROPOUT = "dropout"
+    OFFLINE = "offline"
+
+
+class StopCause:
+    """Why the server interrupts a client's process (the ``simpy.Interrupt`` cause)."""
+
+    DEADLINE = "deadline"  # deadline passed, over-selection had enough, or the run ended
+    OFFLINE = "offline"    # the device went offline
+
+    @staticmethod
+    def status(cause: object) -> str:
+        """The status an activity stopped for ``cause`` ends with."""
+        return Status.OFFLINE if cause == StopCause.OFFLINE else Status.LATE
