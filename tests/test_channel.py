@@ -77,19 +77,23 @@ def test_shannon_rate_hand_number():
     assert ch.shannon_rate_bps(20e6, 0.0) == 0.0
 
 
-def test_snr_and_uplink_rate_hand_number():
+def test_snr_and_fdma_rate_hand_number():
     # p = 0.1 W (20 dBm), path loss 100 dB -> g = 1e-10, N0 = -174 dBm/Hz, B = 1 MHz
     p, g, b = 0.1, 1e-10, 1e6
     n0 = 10 ** (-174 / 10) / 1000  # W/Hz
     snr = p * g / (n0 * b)  # = 1e-11 / 10^(-14.4) = 10^3.4
     assert snr == pytest.approx(10 ** 3.4)
     assert ch.snr_linear(p, g, n0, b) == pytest.approx(10 ** 3.4)
-    assert ch.uplink_rate_bps(b, p, g, n0) == pytest.approx(b * math.log2(1 + 10 ** 3.4))
-    assert ch.uplink_rate_bps(b, p, g, n0) == pytest.approx(11.29513e6, rel=1e-6)  # 11 + log2(2512.886/2048)
-    assert ch.uplink_rate_bps(0.0, p, g, n0) == 0.0
-    assert ch.uplink_rate_bps(b, 0.0, g, n0) == 0.0
+    assert ch.fdma_rate_bps(b, p, g, n0) == pytest.approx(b * math.log2(1 + 10 ** 3.4))
+    assert ch.fdma_rate_bps(b, p, g, n0) == pytest.approx(11.29513e6, rel=1e-6)  # 11 + log2(2512.886/2048)
+    assert ch.fdma_rate_bps(0.0, p, g, n0) == 0.0
+    assert ch.fdma_rate_bps(b, 0.0, g, n0) == 0.0
     with pytest.raises(ValueError):
-        ch.uplink_rate_bps(-1.0, p, g, n0)
+        ch.fdma_rate_bps(-1.0, p, g, n0)
+    # interference adds to the noise density: I0 = 3 N0 quarters the SNR
+    assert ch.fdma_rate_bps(b, p, g, n0, 3 * n0) == pytest.approx(b * math.log2(1 + 10 ** 3.4 / 4))
+    with pytest.raises(ValueError):
+        ch.fdma_rate_bps(b, p, g, n0, -1e-21)
 
 
 # ---------------------------------------------------------------------------- Rayleigh closed forms

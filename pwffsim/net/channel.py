@@ -35,7 +35,7 @@ __all__ = [
     "path_loss_db",
     "snr_linear",
     "shannon_rate_bps",
-    "uplink_rate_bps",
+    "fdma_rate_bps",
     "rayleigh_ergodic_capacity_bps",
     "rayleigh_outage_probability",
     "coherence_time_s",
@@ -192,18 +192,21 @@ def shannon_rate_bps(bandwidth_hz, snr_linear):
     return _out(r)
 
 
-def uplink_rate_bps(bandwidth_hz, tx_power_w, channel_gain_linear, noise_density_w_per_hz):
-    """FDMA uplink rate ``r = B log2(1 + p g / (N0 B))`` bit/s; ``B = 0`` gives 0.
+def fdma_rate_bps(bandwidth_hz, power_w, gain, noise_density_w_per_hz, interference_psd_w_per_hz=0.0):
+    """FDMA rate of one transfer on its share of the band (uplink or downlink alike):
+    ``r = B log2(1 + p g / ((N0 + I0) B))`` bit/s, ``I0`` the interference power spectral density;
+    ``B = 0`` gives 0.
 
     Source: Yang et al., "Energy Efficient Federated Learning Over Wireless Communication Networks",
-    IEEE TWC 2021 (uplink rate of user k with bandwidth b_k).
+    IEEE TWC 2021 (uplink rate of user k with bandwidth b_k), with interference added to the noise.
     """
     b = _nonnegative(bandwidth_hz, "bandwidth_hz")
-    p = _nonnegative(tx_power_w, "tx_power_w")
-    g = _nonnegative(channel_gain_linear, "channel_gain_linear")
+    p = _nonnegative(power_w, "power_w")
+    g = _nonnegative(gain, "gain")
     n0 = _nonnegative(noise_density_w_per_hz, "noise_density_w_per_hz")
+    i0 = _nonnegative(interference_psd_w_per_hz, "interference_psd_w_per_hz")
     signal = p * g
-    noise = n0 * b
+    noise = (n0 + i0) * b
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(signal == 0, 0.0, signal / noise)
         r = np.where(b == 0, 0.0, b * np.log2(1.0 + snr))

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import simpy
 
-from .channel import uplink_rate_bps
+from .channel import fdma_rate_bps
 from .device import Battery
 
 _REL_EPS = 1e-12
@@ -233,10 +233,9 @@ class SharedBand:
         b = self.share_hz(len(self.active))
         t_next = math.inf
         n0 = self.noise_density_w_per_hz
-        if self.interference_psd is not None:
-            n0 += self.interference_psd(now)
+        i0 = 0.0 if self.interference_psd is None else self.interference_psd(now)
         for tr in self.active:
-            r = uplink_rate_bps(b, tr.snr_power_w, tr.gain(now), n0)
+            r = fdma_rate_bps(b, tr.snr_power_w, tr.gain(now), n0, i0)
             tr.rate_bps = r
             tr._t_finish = now + tr.bits_left / r if r > 0 else math.inf
             tr._t_empty = now + tr.battery.time_to_empty_s(tr.drain_power_w)
