@@ -83,7 +83,7 @@ def test_snr_and_fdma_rate_hand_number():
     n0 = 10 ** (-174 / 10) / 1000  # W/Hz
     snr = p * g / (n0 * b)  # = 1e-11 / 10^(-14.4) = 10^3.4
     assert snr == pytest.approx(10 ** 3.4)
-    assert ch.snr_linear(p, g, n0, b) == pytest.approx(10 ** 3.4)
+    assert ch.sinr_linear(p, g, n0, b) == pytest.approx(10 ** 3.4)
     assert ch.fdma_rate_bps(b, p, g, n0) == pytest.approx(b * math.log2(1 + 10 ** 3.4))
     assert ch.fdma_rate_bps(b, p, g, n0) == pytest.approx(11.29513e6, rel=1e-6)  # 11 + log2(2512.886/2048)
     assert ch.fdma_rate_bps(0.0, p, g, n0) == 0.0
@@ -94,6 +94,37 @@ def test_snr_and_fdma_rate_hand_number():
     assert ch.fdma_rate_bps(b, p, g, n0, 3 * n0) == pytest.approx(b * math.log2(1 + 10 ** 3.4 / 4))
     with pytest.raises(ValueError):
         ch.fdma_rate_bps(b, p, g, n0, -1e-21)
+
+
+def test_sinr_with_interference():
+    # p = 0.2 W, g = 1e-10, N0 = 4e-21 W/Hz, B = 1 MHz -> N = 4e-15 W; I0 = 6e-21 W/Hz -> I = 6e-15 W
+    assert ch.sinr_linear(0.2, 1e-10, 4e-21, 1e6) == pytest.approx(2e-11 / 4e-15, rel=1e-12)
+    assert ch.sinr_linear(0.2, 1e-10, 4e-21, 1e6, 6e-21) == pytest.approx(2e-11 / 1e-14, rel=1e-12)
+    assert ch.sinr_linear(0.0, 1e-10, 4e-21, 1e6, 1e-21) == 0.0
+    assert ch.sinr_linear(0.2, 1e-10, 0.0, 1e6, 0.0) == math.inf
+    assert ch.sinr_linear(0.2, 1e-10, 4e-21, 0.0) == math.inf  # no bandwidth, no noise
+    np.testing.assert_allclose(ch.sinr_linear(np.array([0.1, 0.2]), 1e-10, 4e-21, 1e6, 6e-21),
+                               [1000.0, 2000.0])
+    with pytest.raises(ValueError):
+        ch.sinr_linear(0.2, 1e-10, 4e-21, 1e6, -1e-21)
+    with pytest.raises(ValueError):
+        ch.sinr_linear(0.2, math.nan, 4e-21, 1e6)
+
+
+def test_fdma_rate_is_shannon_of_sinr_bit_for_bit_scalars_and_arrays():
+    rng = np.random.default_rng(5)
+    b = 10 ** rng.uniform(4, 8, 200)
+    p = 10 ** rng.uniform(-3, 0, 200)
+    g = 10 ** rng.uniform(-16, -6, 200)
+    n0 = 10 ** rng.uniform(-21, -20, 200)
+    i0 = 10 ** rng.uniform(-23, -18, 200)
+    arr = ch.fdma_rate_bps(b, p, g, n0, i0)
+    for k in range(200):
+        one = ch.fdma_rate_bps(float(b[k]), float(p[k]), float(g[k]), float(n0[k]), float(i0[k]))
+        assert isinstance(one, float)
+        assert one == arr[k] == ch.shannon_rate_bps(b[k], ch.sinr_linear(p[k], g[k], n0[k], b[k], i0[k]))
+    # the rate uses numpy's log2 (the array path's), not math.log2, which differs in the last bit
+    np.testing.assert_array_equal(arr, b * np.log2(1.0 + p * g / ((n0 + i0) * b)))
 
 
 # ---------------------------------------------------------------------------- Rayleigh closed forms

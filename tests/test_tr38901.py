@@ -234,20 +234,6 @@ def test_correlated_shadowing_deterministic():
         tr.CorrelatedShadowing(4.0, 0.0, np.random.default_rng(1))
 
 
-# ---------------------------------------------------------------------------- SINR
-def test_uplink_sinr():
-    # p = 0.2 W, g = 1e-10, N0 = 4e-21 W/Hz, B = 1 MHz -> N = 4e-15 W; I = 6e-15 W
-    assert tr.uplink_sinr_linear(0.2, 1e-10, 4e-21, 1e6) == pytest.approx(2e-11 / 4e-15, rel=1e-12)
-    assert tr.uplink_sinr_linear(0.2, 1e-10, 4e-21, 1e6, interference_w=6e-15) == \
-        pytest.approx(2e-11 / 1e-14, rel=1e-12)
-    assert tr.uplink_sinr_linear(0.0, 1e-10, 4e-21, 1e6, 1e-15) == 0.0
-    assert tr.uplink_sinr_linear(0.2, 1e-10, 0.0, 1e6, 0.0) == math.inf
-    np.testing.assert_allclose(tr.uplink_sinr_linear(np.array([0.1, 0.2]), 1e-10, 4e-21, 1e6, 6e-15),
-                               [1000.0, 2000.0])
-    with pytest.raises(ValueError):
-        tr.uplink_sinr_linear(0.2, 1e-10, 4e-21, 1e6, interference_w=-1.0)
-
-
 def test_import_pulls_no_torch():
     code = "import sys, pwffsim.net.tr38901; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -54,7 +54,6 @@ __all__ = [
     "shadowing_sigma_db",
     "shadowing_decorrelation_m",
     "CorrelatedShadowing",
-    "uplink_sinr_linear",
 ]
 
 SCENARIOS = ("UMa", "UMi", "RMa")
@@ -403,23 +402,3 @@ class CorrelatedShadowing:
     def __repr__(self) -> str:
         return (f"CorrelatedShadowing(sigma_db={self.sigma_db!r}, "
                 f"decorrelation_m={self.decorrelation_m!r}, n_sinusoids={self.n_sinusoids!r})")
-
-
-# --------------------------------------------------------------------------------------------------
-# SINR
-# --------------------------------------------------------------------------------------------------
-def uplink_sinr_linear(p_w, g_linear, n0_w_per_hz, bandwidth_hz, interference_w=0.0):
-    """Uplink SINR ``p g / (N0 B + I)`` (linear), ``I`` the received interference power in W.
-
-    A zero received signal gives 0; a positive signal over zero noise-plus-interference gives ``inf``.
-    """
-    p = _nonnegative(p_w, "p_w")
-    g = _nonnegative(g_linear, "g_linear")
-    n0 = _nonnegative(n0_w_per_hz, "n0_w_per_hz")
-    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
-    i = _nonnegative(interference_w, "interference_w")
-    signal = p * g
-    denom = n0 * b + i
-    with np.errstate(divide="ignore", invalid="ignore"):
-        sinr = np.where(signal == 0, 0.0, signal / denom)
-    return _out(sinr)
