@@ -11,7 +11,7 @@ whenever any link's gain changes (a fading block ends, a position sample moves),
 battery empties; between two such instants every transfer's remaining bits fall linearly, and the
 remaining bits carry over across every change.  The device's battery is drained at ``drain_power_w``
 while its transfer is active; a transfer whose battery empties stops at that exact instant with
-status ``dropped``.
+status ``Status.DROPPED``.
 
 Never imports torch.
 """
@@ -23,9 +23,13 @@ from typing import Callable, Optional
 
 import simpy
 
+from ..status import Status
 from .channel import fdma_rate_bps
 from .device import Battery
 
+# The status of a transfer still in flight (never written to a trace, so not in Status); an ended
+# transfer carries Status.OK, LATE, DROPPED or OFFLINE, a handed-over one Status.DETACHED.
+ACTIVE = "active"
 _REL_EPS = 1e-12
 
 
@@ -53,7 +57,7 @@ class Transfer:
     t_start_s: float = field(init=False, default=math.nan)
     t_end_s: float = field(init=False, default=math.nan)
     energy_j: float = field(init=False, default=0.0)
-    status: str = field(init=False, default="active")
+    status: str = field(init=False, default=ACTIVE)
     rate_bps: float = field(init=False, default=0.0)
     done: Optional[simpy.Event] = field(init=False, default=None)
     _t_finish: float = field(init=False, default=math.inf)
@@ -110,21 +114,21 @@ class SharedBand:
         self._settle()
         tr.t_start_s = self.env.now
         tr.done = self.env.event()
-        tr.status = "active"
+        tr.status = ACTIVE
         if tr.bits_left <= 0:
-            self._finish(tr, "ok")
+            self._finish(tr, Status.OK)
             return tr.done
         self.active.append(tr)
         self._poke()
         self._membership_changed()
         return tr.done
 
-    def cancel(self, tr: Transfer, status: str = "late") -> None:
+    def cancel(self, tr: Transfer, status: str = Status.LATE) -> None:
         """Stop ``tr`` now (e.g. the round deadline passed): bits sent so far are lost."""
-        if tr.status != "active":
+        if tr.status != ACTIVE:
             return
         self._settle()
-        if tr.status != "active":  # it ended exactly now
+        if tr.status != ACTIVE:  # it ended exactly now
             return
         self.active.remove(tr)
         self._finish(tr, status)
@@ -135,25 +139,25 @@ class SharedBand:
         """Take ``tr`` off this band now (a handover), keeping its remaining bits and its energy so far;
         its ``done`` event stays pending until it is :meth:`attach`-ed to a band and ends there.
         Returns False if it had already ended."""
-        if tr.status != "active" or tr not in self.active:
+        if tr.status != ACTIVE or tr not in self.active:
             return False
         self._settle()
-        if tr.status != "active":
+        if tr.status != ACTIVE:
             return False
         self.active.remove(tr)
-        tr.status = "detached"
+        tr.status = Status.DETACHED
         self._poke()
         self._membership_changed()
         return True
 
     def attach(self, tr: Transfer, restart: bool = False) -> None:
         """Continue a detached transfer on this band (with its remaining bits, or all of them)."""
-        if tr.status != "detached":
+        if tr.status != Status.DETACHED:
             raise ValueError(f"attach() needs a detached transfer, got status {tr.status!r}")
         self._settle()
         if restart:
             tr.bits_left = float(tr.bits)
-        tr.status = "active"
+        tr.status = ACTIVE
         self.active.append(tr)
         self._poke()
         self._membership_changed()
@@ -191,7 +195,7 @@ class SharedBand:
         tr.status = status
         tr.t_end_s = self.env.now
         tr.rate_bps = tr.mean_rate_bps
-        if status == "ok":
+        if status == Status.OK:
             tr.bits_left = 0.0
         tr.done.succeed(tr)
 
@@ -212,12 +216,12 @@ class SharedBand:
                 # The battery ran out before the last bit: it stops at exactly t_empty.
                 tr.energy_j += tr.battery.drain_all()
                 tr.bits_left = max(0.0, tr.bits_left - tr.rate_bps * dt)
-                ended.append((tr, "dropped"))
+                ended.append((tr, Status.DROPPED))
                 continue
             e = tr.drain_power_w * dt
             tr.energy_j += tr.battery.draw(e)
             if finishes:
-                ended.append((tr, "ok"))
+                ended.append((tr, Status.OK))
             else:
                 tr.bits_left = max(0.0, tr.bits_left - tr.rate_bps * dt)
         for tr, status in ended:
