@@ -61,14 +61,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from pwffsim.scenario import load_scenario
-    from pwffsim.sim.engine import _build_learner
+    from pwffsim.sim.builders import build_learner
 
     # Alignment off: the bare loop has only the supervised steps to compare with.
     sc = load_scenario(None, overrides=[f"fl.rounds={args.rounds}", "pwff.align_steps=0", "pwff.prox_mu=0", *args.set])
     sc_noeval = load_scenario(None, overrides=[f"fl.rounds={args.rounds}", "pwff.align_steps=0", "pwff.prox_mu=0", "fl.eval_batches=0",
                                                "pwff.metric_prompts=0", *args.set])
-    learner = _build_learner(sc)
-    learner_noeval = _build_learner(sc_noeval)
+    learner = build_learner(sc)
+    learner_noeval = build_learner(sc_noeval)
     t_sim, t_noeval, t_bare = [], [], []
     n_updates = 0
     for _ in range(args.repeats):  # interleaved, so that machine load hits all three alike

@@ -105,7 +105,8 @@ def run_compare(scenario: Optional[str], policies: list[str], seeds: list[int], 
     import pandas as pd
 
     from .scenario import load_scenario
-    from .sim.engine import Simulation, _build_learner, learner_specs
+    from .sim.builders import build_learner, learner_specs
+    from .sim.engine import Simulation
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,7 @@ def run_compare(scenario: Optional[str], policies: list[str], seeds: list[int], 
             sc = load_scenario(scenario, overrides=[*(overrides or []), *extra], seed=seed)
             key = learner_specs(sc)
             if key not in learners:
-                learners[key] = _build_learner(sc)
+                learners[key] = build_learner(sc)
             run_dir = out / spec.replace(":", "_").replace("@", "-").replace(",", "_") / f"seed{seed}"
             sim = Simulation(sc, out_dir=str(run_dir), learner=learners[key])
             summary = sim.run()

@@ -53,3 +53,35 @@ def weighted_mean(states: Sequence[Mapping[str, Tensor]],
 def state_nbytes(state: Mapping[str, Tensor]) -> int:
     """Payload size in bytes: sum of ``numel * element_size`` over the tensors (dtype-aware)."""
     return int(sum(t.numel() * t.element_size() for t in state.values()))
+
+
+def mix(current: Mapping[str, Tensor], update: Mapping[str, Tensor], a: float) -> dict[str, Tensor]:
+    """``(1 - a) current + a update``, key by key, in float64, cast back to each tensor's dtype
+    (FedAsync's mixing step)."""
+    return {k: ((1 - a) * current[k].double() + a * update[k].double()).to(current[k].dtype) for k in current}
+
+
+def apply_weighted_deltas(current: Mapping[str, Tensor], starts: Sequence[Mapping[str, Tensor]],
+                          updates: Sequence[Mapping[str, Tensor]], coefficients: Sequence[float],
+                          total: float, step: float) -> dict[str, Tensor]:
+    """``current + step * sum_i c_i (update_i - start_i) / total``, key by key, in float64 (FedBuff's
+    server step: ``c_i = n_i s(tau_i)``, ``total = sum_i n_i``)."""
+    out = {}
+    for k in current:
+        delta = sum(c * (u[k].double() - s[k].double()) for u, s, c in zip(updates, starts, coefficients))
+        out[k] = (current[k].double() + step * delta / total).to(current[k].dtype)
+    return out
+
+
+def momentum_step(current: Mapping[str, Tensor], target: Mapping[str, Tensor],
+                  velocity: Mapping[str, Tensor] | None, momentum: float,
+                  step: float) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Server momentum (FedAvgM, Hsu et al. 2019): pseudo-gradient ``g = current - target``,
+    ``v <- momentum v + g`` (``v = g`` the first time), ``new = current - step v``; float64, cast back.
+    Returns ``(new, v)``; ``v`` stays float64."""
+    new, vel = {}, {}
+    for k in current:
+        g = current[k].double() - target[k].double()
+        vel[k] = g if velocity is None else momentum * velocity[k] + g
+        new[k] = (current[k].double() - step * vel[k]).to(current[k].dtype)
+    return new, vel

@@ -1,0 +1,108 @@
+"""Public builders: each piece of a run made from a validated :class:`~pwffsim.scenario.Scenario` alone.
+
+``pwffsim compare``, the benchmarks and the :class:`~pwffsim.sim.engine.Simulation` use these; none of
+them needs a private name.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..scenario import Scenario
+from .policies import AggregationPolicy, build_policy as _policy_from_fl
+from .world import STREAM_PREFERENCE, stream, training_seed
+
+
+def learner_specs(sc: Scenario):
+    """The learning side's (ModelSpec, DataSpec, TrainSpec) for a scenario."""
+    from ..learn.data import DataSpec
+    from ..learn.model import ModelSpec
+    from ..learn.train import TrainSpec
+
+    m, d, f, pw = sc.model, sc.data, sc.fl, sc.pwff
+    model_spec = ModelSpec(source=m.source, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+                           target_modules=tuple(m.target_modules) if m.target_modules else None, seed=sc.seed,
+                           adapter_size=m.adapter_size, gguf_file=m.gguf_file)
+    data_spec = DataSpec(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
+                         eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
+                         dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed)
+    train_spec = TrainSpec(local_steps=f.local_steps, batch_size=f.batch_size, seq_len=f.seq_len,
+                           learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
+                           align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
+                           align_max_new_tokens=pw.align_max_new_tokens, align_learning_rate=pw.align_learning_rate,
+                           metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward)
+    return model_spec, data_spec, train_spec
+
+
+def build_learner(sc: Scenario):
+    """The real learner (a :class:`~pwffsim.learn.contract.Learner`) for a scenario."""
+    from ..learn.train import Learner
+
+    return Learner(*learner_specs(sc), torch_threads=sc.execution.torch_threads)
+
+
+def build_executor(sc: Scenario, learner: Any):
+    """Where training runs: in this process (lazily), or a pool of worker processes."""
+    from .executor import InProcessExecutor, ProcessPoolExecutor
+
+    if sc.execution.executor == "process":
+        return ProcessPoolExecutor(*learner_specs(sc), torch_threads=sc.execution.torch_threads,
+                                   workers=sc.execution.workers)
+    return InProcessExecutor(learner)
+
+
+def build_policy(sc: Scenario) -> AggregationPolicy:
+    """The aggregation policy ``fl.policy`` names, with its ``[fl]`` parameters (see the registry)."""
+    return _policy_from_fl(sc.fl)
+
+
+# selector name -> {constructor argument: [fl] field}
+_SELECTOR_PARAMETERS = {"battery": {"threshold_fraction": "battery_threshold"}, "oort": {"epsilon": "oort_epsilon"}}
+
+
+def build_selector(sc: Scenario):
+    from .selection import make_selector
+
+    fl = sc.fl
+    return make_selector(fl.selection, **{arg: getattr(fl, field)
+                                          for arg, field in _SELECTOR_PARAMETERS.get(fl.selection, {}).items()})
+
+
+def load_availability(sc: Scenario):
+    """The availability trace of ``fl.availability`` (None: always online)."""
+    if sc.fl.availability is None:
+        return None
+    from ..net.availability import read_availability_csv, read_fedscale_behaviour_json
+
+    path = sc.fl.availability
+    return read_fedscale_behaviour_json(path) if path.endswith(".json") else read_availability_csv(path)
+
+
+def client_preferences(sc: Scenario) -> np.ndarray:
+    """w_help of every client (w_safe = 1 - w_help), from the scenario's preference rule."""
+    pw = sc.pwff
+    n = sc.devices.count
+    if pw.preference == "explicit":
+        return np.asarray(pw.w_help_per_client, dtype=float)
+    if pw.preference == "fixed":
+        return np.full(n, pw.w_help)
+    return stream(sc.seed, STREAM_PREFERENCE).uniform(0.0, 1.0, size=n)
+
+
+class TrainJobs:
+    """Builds a client's local-update job: it starts from the global part it downloaded and its own
+    personal part; the proximal term anchors the global part."""
+
+    def __init__(self, sc: Scenario, state: Any, split: Any, pref_help: np.ndarray):
+        self.seed, self.prox = sc.seed, sc.pwff.prox_mu > 0
+        self.state, self.split, self.pref_help = state, split, pref_help
+
+    def __call__(self, r: int, client: int, glob: dict):
+        from ..learn.train import TrainJob
+
+        start = {**glob, **self.state.personal_state.get(client, self.split.initial_personal)}
+        w_help = float(self.pref_help[client])
+        return TrainJob(client=client, round=r, seed=training_seed(self.seed, r, client), start_state=start,
+                        pref_help=w_help, pref_safe=1.0 - w_help,
+                        prox_anchor=glob if (glob and self.prox) else None)

@@ -1,0 +1,139 @@
+"""A client's round as SimPy processes: backhaul down, download, compute, upload, backhaul up.
+
+Each phase takes simulated time and energy from the network side (the cell's shared band, the device's
+compute profile and battery, the topology's backhaul routes); the compute phase hands the real local
+update to the training executor, whose result is needed only at the aggregation.  A phase stopped by
+the server (``simpy.Interrupt`` with a :class:`~pwffsim.status.StopCause`) ends with the matching
+status; a battery that empties ends the round with a dropout.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import simpy
+
+from ..net.radio import Transfer
+from ..status import Kind, Status, StopCause
+from .recorder import Recorder
+from .state import ClientOutcome, RunState
+from .world import Device, World
+
+_DIRECTION = {Kind.DOWNLOAD: "dl", Kind.UPLOAD: "ul"}
+
+
+class ClientLifecycle:
+    """Runs clients' rounds; ``in_flight`` maps a device to its transfer on the air (for handovers).
+
+    ``job_for(round, client, start_global)`` builds the local-update job; ``policy`` says where a client
+    downloads from and uploads to (cloud, or its edge server) and which model part it starts from.
+    """
+
+    def __init__(self, env: simpy.Environment, world: World, recorder: Recorder, state: RunState,
+                 executor: Any, job_for: Callable, flops: float, policy: Any):
+        self.env, self.world, self.recorder, self.state = env, world, recorder, state
+        self.executor, self.job_for, self.flops, self.policy = executor, job_for, flops, policy
+        self.in_flight: dict[int, tuple[Transfer, str]] = {}
+
+    def round(self, r: int, dev: Device, down_bytes: int, up_bytes: int):
+        """One client's round (a SimPy process body); returns its :class:`ClientOutcome`."""
+        out = ClientOutcome(client=dev.index, start_global=self.policy.start_model(self.state, self.world, dev),
+                            start_version=self.state.version, t_start_s=self.env.now)
+        for phase in self._phases(down_bytes):
+            status = yield from self._phase(r, dev, phase, out, down_bytes, up_bytes)
+            if phase == Kind.DOWNLOAD:
+                out.downloaded = status == Status.OK  # (no download at all: not counted)
+            if status != Status.OK:
+                out.status = status
+                if status == Status.DROPPED:
+                    self.dropout(r, dev)
+                return out
+        out.t_arrival_s = self.env.now
+        return out
+
+    def _phases(self, down_bytes: int) -> tuple[str, ...]:
+        # Nothing global (local-only): nothing to download or upload.
+        if down_bytes <= 0:
+            return (Kind.COMPUTE,)
+        phases = (Kind.DOWNLOAD, Kind.COMPUTE, Kind.UPLOAD)
+        if self.world.topology is not None:
+            phases = ("backhaul-down", *phases, "backhaul-up")
+        return phases
+
+    def _phase(self, r: int, dev: Device, phase: str, out: ClientOutcome, down_bytes: int, up_bytes: int):
+        if phase == Kind.COMPUTE:
+            return (yield from self.compute(r, dev, out))
+        if phase in (Kind.DOWNLOAD, Kind.UPLOAD):
+            nbytes = down_bytes if phase == Kind.DOWNLOAD else up_bytes
+            return (yield from self.transfer(r, dev, phase, nbytes, out))
+        server, cell = self.policy.aggregation_node(self.world, dev), self.world.cell_id(dev)
+        if phase == "backhaul-down":
+            return (yield from self.backhaul(r, dev, server, cell, down_bytes))
+        return (yield from self.backhaul(r, dev, cell, server, up_bytes))
+
+    def dropout(self, r: int, dev: Device) -> None:
+        dev.alive = False
+        dev.t_dropout_s = self.env.now
+        self.recorder.instant(r, dev, Kind.DROPOUT, self.env.now, Status.DROPPED)
+
+    def transfer(self, r: int, dev: Device, kind: str, nbytes: int, out: ClientOutcome):
+        """A download or upload over the serving cell's shared band (it may move cells at a handover)."""
+        direction = _DIRECTION[kind]
+        cell = self.world.cells[dev.cell]
+        if kind == Kind.DOWNLOAD:
+            snr_p, drain_p, gain = cell.bs_tx_power_w, dev.profile.rx_power_w, dev.dl_gain
+        else:
+            snr_p, drain_p, gain = dev.profile.tx_power_w, dev.profile.tx_power_w, dev.ul_gain
+        tr = Transfer(device=dev.index, bits=8.0 * nbytes, snr_power_w=snr_p, drain_power_w=drain_p,
+                      battery=dev.battery, gain=gain, next_change_s=lambda t: dev.next_change_s(direction, t))
+        self.in_flight[dev.index] = (tr, direction)
+        try:
+            yield cell.band(direction).start(tr)
+        except simpy.Interrupt as stop:
+            status = StopCause.status(stop.cause)
+            if tr.status == Status.DETACHED:  # stopped during a handover interruption
+                tr.status, tr.t_end_s = status, self.env.now
+                tr.rate_bps = tr.mean_rate_bps
+            else:
+                self.world.cells[dev.cell].band(direction).cancel(tr, status)
+        finally:
+            self.in_flight.pop(dev.index, None)
+        out.energy_j += tr.energy_j
+        self.recorder.event(r, dev, kind, tr.t_start_s, tr.t_end_s, nbytes, tr.mean_rate_bps, tr.energy_j, tr.status)
+        return tr.status
+
+    def backhaul(self, r: int, dev: Device, src: str, dst: str, nbytes: int):
+        """The model part crossing the backhaul graph (latency + bytes over the bottleneck)."""
+        t0 = self.env.now
+        status = Status.OK
+        try:
+            yield self.env.timeout(self.world.topology.transfer_time_s(src, dst, nbytes))
+        except simpy.Interrupt as stop:
+            status = StopCause.status(stop.cause)
+        t1 = self.env.now
+        self.recorder.backhaul(r, dev, t0, t1, t1 - t0, nbytes, src, dst, status)
+        return status
+
+    def compute(self, r: int, dev: Device, out: ClientOutcome):
+        """The local update: simulated time and energy from its FLOPs; the real training goes to the executor."""
+        env = self.env
+        t_c, e_c = dev.profile.compute_cost(self.flops)
+        power = e_c / t_c if t_c > 0 else 0.0
+        t0 = env.now
+        handle = self.executor.submit(self.job_for(r, dev.index, out.start_global))
+        enough = dev.battery.level_j >= e_c
+        try:
+            yield env.timeout(t_c if enough else dev.battery.time_to_empty_s(power))
+        except simpy.Interrupt as stop:
+            e = dev.battery.draw(power * (env.now - t0))
+            status = StopCause.status(stop.cause)
+            handle.cancel()
+        else:
+            if enough:
+                e, status = dev.battery.draw(e_c), Status.OK
+                out.handle = handle
+            else:
+                e, status = dev.battery.drain_all(), Status.DROPPED
+                handle.cancel()
+        out.energy_j += e
+        self.recorder.event(r, dev, Kind.COMPUTE, t0, env.now, 0, 0.0, e, status)
+        return status

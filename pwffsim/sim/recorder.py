@@ -1,0 +1,147 @@
+"""The recorder: the only orchestrator code that names trace columns.
+
+It keeps every row in memory (``events``, ``rounds``, ``clients``, ``final``: the lists the Python API
+exposes) and hands each to the run's :class:`~pwffsim.trace.TraceWriter`, whose ``SCHEMAS`` are the
+documented column lists.  It also derives the run summary from those rows.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..status import Kind, Status
+from .state import ClientOutcome
+
+
+def rate_bps(nbytes: int, duration_s: float) -> float:
+    """Mean rate of ``nbytes`` moved in ``duration_s`` (0 for an instantaneous activity)."""
+    return 8.0 * nbytes / duration_s if duration_s > 0 else 0.0
+
+
+class Recorder:
+    def __init__(self, writer: Any, cells: Sequence):
+        self.writer = writer
+        self.cells = cells
+        self.events: list[dict] = []
+        self.rounds: list[dict] = []
+        self.clients: list[dict] = []
+        self.final: list[dict] = []
+        self._tables = {"events": self.events, "rounds": self.rounds, "clients": self.clients, "final": self.final}
+
+    def _row(self, table: str, **row: Any) -> None:
+        self._tables[table].append(row)
+        if self.writer is not None:
+            self.writer.add(table, **row)
+
+    def flush(self) -> None:
+        """Write the rows so far (at the end of every aggregation, so a killed run keeps them)."""
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self, summary: dict) -> None:
+        if self.writer is not None:
+            self.writer.close(summary)
+
+    # ------------------------------------------------------------------ events
+    def event(self, r: int, dev: Any, kind: str, t0: float, t1: float, nbytes: int, rate: float,
+              energy: float, status: str, cell: Optional[str] = None, cell_from: str = "") -> None:
+        """One timed activity; ``dev`` None for the server."""
+        if cell is None:
+            cell = "" if dev is None else self.cells[dev.cell].id
+        self._row(
+            "events", t_start_s=float(t0), t_end_s=float(t1), round=r,
+            client=-1 if dev is None else dev.index, cell=cell, cell_from=cell_from,
+            kind=kind, bytes=int(nbytes), rate_bps=float(rate), energy_j=float(energy),
+            battery_j=math.nan if dev is None else float(dev.battery.level_j), status=status,
+        )
+
+    def instant(self, r: int, dev: Any, kind: str, t: float, status: str) -> None:
+        """An instantaneous event of a device (dropout, offline)."""
+        self.event(r, dev, kind, t, t, 0, 0.0, 0.0, status)
+
+    def backhaul(self, r: int, dev: Any, t0: float, t1: float, duration_s: float, nbytes: int, src: str, dst: str,
+                 status: str = Status.OK) -> None:
+        """The model part crossing the backhaul from node ``src`` to node ``dst``."""
+        self.event(r, dev, Kind.BACKHAUL, t0, t1, nbytes, rate_bps(nbytes, duration_s), 0.0, status,
+                   cell=dst, cell_from=src)
+
+    def handover(self, r: int, dev: Any, t0: float, t1: float, cell_from: str, cell_to: str) -> None:
+        self.event(r, dev, Kind.HANDOVER, t0, t1, 0, 0.0, 0.0, Status.OK, cell=cell_to, cell_from=cell_from)
+
+    def aggregate(self, r: int, t0: float, t1: float, nbytes: int) -> None:
+        self.event(r, None, Kind.AGGREGATE, t0, t1, nbytes, 0.0, 0.0, Status.OK)
+
+    # ------------------------------------------------------------------ rounds and clients
+    def round_row(self, r: int, t_start: float, t_end: float, outcomes: Sequence[ClientOutcome], aggregated: int,
+                  payload_bytes: int, train_loss: float, objective: float) -> None:
+        """One aggregation: ``outcomes`` are the clients it accounts for (selected, or finished in the window)."""
+        self._row(
+            "rounds", round=r, t_start_s=float(t_start), t_end_s=float(t_end), selected=len(outcomes),
+            aggregated=aggregated, late=sum(o.status == Status.LATE for o in outcomes),
+            dropped=sum(o.status == Status.DROPPED for o in outcomes),
+            offline=sum(o.status == Status.OFFLINE for o in outcomes), bytes_up=payload_bytes * aggregated,
+            bytes_down=payload_bytes * sum(o.downloaded for o in outcomes),
+            energy_j=float(sum(o.energy_j for o in outcomes)), train_loss=train_loss, objective=objective,
+        )
+
+    def client_row(self, r: int, out: ClientOutcome, res: Any, staleness: int, w_help: float,
+                   battery_j: float) -> None:
+        """One row of the clients table (metrics NaN where the client did not finish computing)."""
+        def metric(name: str) -> float:
+            return math.nan if res is None else float(getattr(res, name))
+
+        self._row("clients", round=r, client=out.client, train_loss=metric("train_loss"),
+                  eval_loss=metric("eval_loss"), eval_loss_others=metric("eval_loss_others"),
+                  reward_help=metric("reward_help"), reward_safe=metric("reward_safe"),
+                  objective=metric("objective"), w_help=float(w_help), staleness=int(staleness),
+                  battery_j=float(battery_j), energy_j=float(out.energy_j), status=out.status)
+
+    def trained_rounds(self) -> dict[int, int]:
+        """client -> rounds in which it finished a local update."""
+        trained: dict[int, int] = {}
+        for row in self.clients:
+            if not math.isnan(row["train_loss"]):
+                trained[row["client"]] = trained.get(row["client"], 0) + 1
+        return trained
+
+    def final_row(self, client: int, w_help: float, trained_rounds: int, metrics: dict) -> None:
+        self._row("final", client=client, w_help=w_help, trained_rounds=trained_rounds,
+                  eval_loss=float(metrics["eval_loss"]), eval_loss_others=float(metrics["eval_loss_others"]),
+                  reward_help=float(metrics["reward_help"]), reward_safe=float(metrics["reward_safe"]),
+                  objective=float(metrics["objective"]))
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, **run: Any) -> dict:
+        """The run summary: ``run`` (scenario, seed, stopped_reason, scheme, flops, payload, devices_alive)
+        plus totals of the trace rows."""
+        rounds, final = self.rounds, self.final
+        finite = [r["train_loss"] for r in rounds if not math.isnan(r["train_loss"])]
+
+        def final_mean(values) -> Optional[float]:
+            return float(np.mean(values)) if final else None
+
+        return {
+            "scenario": run["scenario"],
+            "seed": run["seed"],
+            "rounds": len(rounds),
+            "stopped_reason": run["stopped_reason"],
+            "simulated_time_s": rounds[-1]["t_end_s"] if rounds else 0.0,
+            "total_device_energy_j": float(sum(e["energy_j"] for e in self.events)),
+            "bytes_up": int(sum(r["bytes_up"] for r in rounds)),
+            "bytes_down": int(sum(r["bytes_down"] for r in rounds)),
+            "aggregated_updates": int(sum(r["aggregated"] for r in rounds)),
+            "late": int(sum(r["late"] for r in rounds)),
+            "dropped": int(sum(r["dropped"] for r in rounds)),
+            "offline": int(sum(r["offline"] for r in rounds)),
+            "first_train_loss": finite[0] if finite else None,
+            "final_train_loss": finite[-1] if finite else None,
+            "training_flops_per_update": float(run["flops"]),
+            "scheme": run["scheme"],
+            "payload_bytes_per_transfer": int(run["payload_bytes"]),
+            "final_objective_mean": final_mean([f["objective"] for f in final]),
+            "final_eval_loss_mean": final_mean([f["eval_loss"] for f in final]),
+            "final_personalization_gap_mean": final_mean([f["eval_loss_others"] - f["eval_loss"] for f in final]),
+            "devices_alive": int(run["devices_alive"]),
+        }

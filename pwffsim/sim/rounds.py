@@ -1,0 +1,164 @@
+"""The server's round loop: one skeleton, a synchronous and an asynchronous variant.
+
+The skeleton (:class:`RoundLoop`) owns what both share: which devices are candidates (alive, battery
+left, in coverage, online), waiting while none is, selection, starting a client's round together with
+the process that stops it when its device goes offline, keeping personal parts, and closing an
+aggregation (its trace rows, the flush, the callback).  The policy decides the rest through its hooks
+(:mod:`pwffsim.sim.policies.base`); no loop names a policy.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import simpy
+
+from ..status import Kind, Status, StopCause
+from .client import ClientLifecycle
+from .recorder import Recorder
+from .state import ClientOutcome, ClientUpdate, ModelSplit, RunState
+from .world import World
+
+
+@dataclass
+class RoundsConfig:
+    """The ``[fl]`` knobs the loops read."""
+
+    rounds: int
+    clients_per_round: int
+    aggregation_time_s: float
+
+
+class RoundLoop:
+    """The skeleton both variants share; :meth:`run` is the server's SimPy process body."""
+
+    def __init__(self, env: simpy.Environment, world: World, state: RunState, split: ModelSplit, policy: Any,
+                 selector: Any, selection_rng: np.random.Generator, recorder: Recorder, clients: ClientLifecycle,
+                 learner: Any, availability: Any, fl: RoundsConfig, pref_help: Sequence[float],
+                 on_round: Optional[Callable[[dict], None]] = None):
+        self.env, self.world, self.state, self.split, self.policy = env, world, state, split, policy
+        self.selector, self.selection_rng, self.recorder, self.clients = selector, selection_rng, recorder, clients
+        self.learner, self.availability, self.fl, self.pref_help = learner, availability, fl, pref_help
+        self.on_round = on_round
+
+    def run(self):
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ candidates and selection
+    def candidates(self, busy: Sequence[int] = ()) -> list[int]:
+        """Devices that can take part now: alive, battery left, in coverage, online, not busy."""
+        now = self.env.now
+        return [d.index for d in self.world.devices if d.index not in busy and d.usable
+                and self.world.available(d.index, now)
+                and (self.availability is None or self.availability.online(d.index, now))]
+
+    def wait_for_candidates(self, what: str):
+        """Wait until some device may come online or into coverage again; False if none ever will
+        (the run stops, saying why)."""
+        wait_s = self.time_to_next_availability_change()
+        if wait_s is None:
+            self.state.stopped_reason = f"no device with battery left before {what}"
+            return False
+        yield self.env.timeout(wait_s)  # every device is offline or out of coverage for now
+        return True
+
+    def time_to_next_availability_change(self) -> Optional[float]:
+        """Seconds until some device with battery left may come online or into coverage again
+        (None: no device will, so the run cannot go on)."""
+        now = self.env.now
+        t_next = math.inf
+        for d in self.world.devices:
+            if not d.usable:
+                continue
+            if self.availability is not None:
+                t_next = min(t_next, self.availability.next_change_s(d.index, now))
+            if self.world.moving:
+                t_next = min(t_next, self.world.next_position_change_s(d.index, now))
+        return t_next - now if math.isfinite(t_next) else None
+
+    def select(self, r: int, candidates: list[int], n: int) -> list[int]:
+        return self.selector.select(self.selection_rng, candidates, n, self.selection_context(r, candidates))
+
+    def selection_context(self, r: int, candidates: list[int]):
+        from ..net.channel import fdma_rate_bps
+        from .selection import SelectionContext
+
+        now, devices = self.env.now, self.world.devices
+        rate = {}
+        for k in candidates:
+            dev = devices[k]
+            band = self.world.cells[dev.cell].uplink
+            b = band.bandwidth_hz / max(1, self.fl.clients_per_round)
+            rate[k] = fdma_rate_bps(b, dev.profile.tx_power_w, self.world.large_scale_gain(k, dev.cell, now),
+                                    band.noise_density_w_per_hz)
+        return SelectionContext(
+            round=r, t_s=now, expected_rate_bps=rate,
+            battery_j={k: devices[k].battery.level_j for k in candidates},
+            battery_capacity_j={k: devices[k].battery.capacity_j for k in candidates},
+            num_samples={k: int(self.learner.num_samples(k)) for k in candidates},
+            last_loss={k: self.state.last_loss[k] for k in candidates if k in self.state.last_loss},
+            last_duration_s={k: self.state.last_duration_s[k] for k in candidates if k in self.state.last_duration_s},
+        )
+
+    # ------------------------------------------------------------------ clients
+    def start_client(self, r: int, k: int, nbytes: int):
+        """A client's round as a SimPy process."""
+        return self.env.process(self.clients.round(r, self.world.devices[k], nbytes, nbytes))
+
+    def watch_offline(self, proc, k: int) -> None:
+        """Stop the client's round when its device goes offline (availability trace)."""
+        if self.availability is None:
+            return
+        t_off = self.availability.online_until_s(k, self.env.now)
+        if math.isfinite(t_off):
+            self.env.process(self._go_offline(proc, k, t_off - self.env.now))
+
+    def _go_offline(self, proc, k: int, delay_s: float):
+        yield self.env.timeout(delay_s)
+        if proc.is_alive:
+            self.recorder.instant(self.state.round, self.world.devices[k], Kind.OFFLINE, self.env.now, Status.OFFLINE)
+            proc.interrupt(StopCause.OFFLINE)
+
+    def note_outcome(self, out: ClientOutcome, t_start: float) -> None:
+        """What selectors remember of a client: its round's duration and its training loss."""
+        if out.status == Status.OK:
+            self.state.last_duration_s[out.client] = out.t_arrival_s - t_start
+        if out.handle is not None:
+            self.state.last_loss[out.client] = float(out.result().train_loss)
+
+    def keep_personal(self, k: int, res: Any) -> None:
+        """Personal parts stay on the device: every client that finished computing keeps its own."""
+        self.state.personal_state[k] = self.split.personal_part(res.state)
+
+    def update_of(self, out: ClientOutcome, res: Any, staleness: int) -> ClientUpdate:
+        return ClientUpdate(client=out.client, start=self.split.global_part(out.start_global),
+                            params=self.split.global_part(res.state), num_samples=float(res.num_samples),
+                            staleness=staleness)
+
+    # ------------------------------------------------------------------ closing an aggregation
+    @staticmethod
+    def learning_metrics(aggregated: Sequence[Any], trained: Sequence[Any]) -> tuple[float, float]:
+        """Sample-weighted mean training loss of the aggregated results, mean objective of the trained."""
+        train_loss = math.nan
+        if aggregated:
+            weights = [float(res.num_samples) for res in aggregated]
+            train_loss = float(np.dot(weights, [res.train_loss for res in aggregated]) / sum(weights))
+        objective = float(np.mean([res.objective for res in trained])) if trained else math.nan
+        return train_loss, objective
+
+    def close_aggregation(self, r: int, t_start: float, t_agg: float, outcomes: Sequence[ClientOutcome],
+                          aggregated: int, nbytes: int, metrics: tuple[float, float], staleness: dict) -> None:
+        """The aggregate event, the rounds row, one clients row per outcome (by client), then the flush."""
+        self.recorder.aggregate(r, t_agg, self.env.now, nbytes * aggregated)
+        self.recorder.round_row(r, t_start, self.env.now, outcomes, aggregated, nbytes, *metrics)
+        for out in sorted(outcomes, key=lambda o: o.client):
+            k = out.client
+            self.recorder.client_row(r, out, out.result(), staleness.get(id(out), -1), self.pref_help[k],
+                                     self.world.devices[k].battery.level_j)
+
+    def after_aggregation(self) -> None:
+        self.recorder.flush()
+        if self.on_round is not None:
+            self.on_round(self.recorder.rounds[-1])

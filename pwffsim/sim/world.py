@@ -1,0 +1,242 @@
+"""The world of one run: cells with their bands, devices with their batteries, links, random streams.
+
+Random streams: every stream is its own ``numpy.random.Generator`` seeded from
+``SeedSequence([seed, STREAM, ...])``, so placement, shadowing, fading, selection and training never
+share draws and comparing two runs on one seed sees the same channel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import simpy
+
+from ..net.channel import dbm_to_w
+from ..net.device import Battery, DeviceProfile
+from ..net.linkstate import LinkState, SampledPositions, coherence_times_s
+from ..net.placement import place_uniform_disc, place_uniform_square
+from ..net.radio import SharedBand
+from ..scenario import Scenario
+
+STREAM_PLACEMENT = 1
+STREAM_PROFILE = 2
+STREAM_SHADOWING = 3
+STREAM_FADING_UL = 4
+STREAM_FADING_DL = 5
+STREAM_SELECTION = 6
+STREAM_TRAINING = 7
+STREAM_PREFERENCE = 8
+STREAM_MOBILITY = 9
+_FADING_STREAM = {"ul": STREAM_FADING_UL, "dl": STREAM_FADING_DL}
+
+
+def stream(seed: int, *keys: int) -> np.random.Generator:
+    """An independent generator for one random stream of one run."""
+    return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
+
+
+def training_seed(seed: int, round_index: int, client: int) -> int:
+    """Seed of one client's local update in one round (independent of who trains it, and when)."""
+    return int(np.random.SeedSequence([seed, STREAM_TRAINING, round_index, client]).generate_state(1)[0])
+
+
+@dataclass
+class Cell:
+    index: int
+    id: str
+    position_m: np.ndarray
+    bs_tx_power_w: float
+    uplink: SharedBand
+    downlink: SharedBand
+
+    def band(self, direction: str) -> SharedBand:
+        return self.downlink if direction == "dl" else self.uplink
+
+
+@dataclass
+class Device:
+    """Plain per-device state (what a checkpoint needs: battery level, alive flag, serving cell)."""
+
+    index: int
+    profile: DeviceProfile
+    position_m: np.ndarray  # initial position
+    cell: int               # serving cell (changes at handovers)
+    battery: Battery
+    alive: bool = True
+    t_dropout_s: float = math.nan
+    links: Any = field(default=None, repr=False)  # the world's LinkState
+
+    def gain(self, cell: int, direction: str, t: float) -> float:
+        """Linear gain towards ``cell`` at ``t``: large-scale (at the position sampled at ``t``) x fading."""
+        return self.links.gain(self.index, cell, direction, t)
+
+    def ul_gain(self, t: float) -> float:
+        return self.gain(self.cell, "ul", t)
+
+    def dl_gain(self, t: float) -> float:
+        return self.gain(self.cell, "dl", t)
+
+    def next_change_s(self, direction: str, t: float) -> float:
+        return self.links.next_change_s(self.index, self.cell, direction, t)
+
+    @property
+    def usable(self) -> bool:
+        """Alive with battery left (availability and coverage are the world's to say)."""
+        return self.alive and not self.battery.empty
+
+
+def build_profiles(sc: Scenario) -> list[DeviceProfile]:
+    return [
+        DeviceProfile(
+            name=p.name, flops_per_s=p.throughput_flops_per_s, cpu_hz=p.cpu_hz, flops_per_cycle=p.flops_per_cycle,
+            kappa=p.kappa, tx_power_w=dbm_to_w(p.tx_power_dbm), rx_power_w=p.rx_power_w, battery_j=p.battery_j,
+        )
+        for p in sc.devices.profiles
+    ]
+
+
+def cell_configs(sc: Scenario):
+    """The scenario's cells, or the topology's base stations (noise density from cells[0])."""
+    if sc.topology is None:
+        return list(sc.cells), None
+    from ..net.topology import load_topology
+    from ..scenario import CellConfig
+
+    topo = load_topology(sc.topology)
+    n0 = sc.cells[0].noise_density_dbm_hz
+    cells = [CellConfig(id=b.id, x_m=b.x_m, y_m=b.y_m, uplink_bandwidth_hz=b.uplink_bandwidth_hz,
+                        downlink_bandwidth_hz=b.downlink_bandwidth_hz, carrier_hz=b.carrier_hz,
+                        bs_tx_power_dbm=b.tx_power_dbm, noise_density_dbm_hz=n0, height_m=b.height_m)
+             for b in topo.base_stations]
+    return cells, topo
+
+
+def _centre(cells) -> tuple[float, float]:
+    return float(np.mean([c.x_m for c in cells])), float(np.mean([c.y_m for c in cells]))
+
+
+def place_devices(sc: Scenario, cells) -> np.ndarray:
+    d = sc.devices
+    rng = stream(sc.seed, STREAM_PLACEMENT)
+    if d.placement == "explicit":
+        return np.asarray(d.positions_m, dtype=float).reshape(d.count, 2)
+    if d.placement == "disc":
+        return place_uniform_disc(rng, d.count, _centre(cells), d.radius_m, d.min_distance_m)
+    return place_uniform_square(rng, d.count, _centre(cells), d.side_m, d.min_distance_m)
+
+
+def build_mobility(sc: Scenario, positions: np.ndarray, cells):
+    """A MobilityModel for the scenario, or None for static devices."""
+    from ..net import mobility as mob
+
+    m = sc.mobility
+    if m.model == "static":
+        return None
+    n = sc.devices.count
+    if m.model == "trace":
+        trajectories = mob.load_trace(m.trace, m.trace_format)
+        model = mob.MobilityModel(trajectories, client_ids=m.client_ids or None, offset_m=m.offset_m, scale=m.scale,
+                                  end=m.end, area=m.area_m)
+        if model.num_clients < n:
+            raise ValueError(f"mobility.trace: {m.trace} has {model.num_clients} nodes for devices.count={n} devices "
+                             f"(set devices.count or mobility.client_ids)")
+        return model
+    cx, cy = _centre(cells)
+    half = sc.devices.side_m / 2
+    area = m.area_m if m.area_m is not None else (cx - half, cy - half, cx + half, cy + half)
+    rng = stream(sc.seed, STREAM_MOBILITY)
+    start = np.clip(positions, [area[0], area[1]], [area[2], area[3]])
+    if m.model == "random-waypoint":
+        trajectories = mob.random_waypoint(rng, n, area, speed_range_mps=(m.speed_min_mps, m.speed_max_mps),
+                                           pause_s=(0.0, m.pause_max_s), duration_s=m.duration_s, start_positions=start)
+    else:
+        trajectories = mob.gauss_markov(rng, n, area, mean_speed_mps=m.mean_speed_mps, alpha=m.gauss_markov_alpha,
+                                        duration_s=m.duration_s, start_positions=start)
+    return mob.MobilityModel(trajectories, end="hold", area=m.area_m)
+
+
+def _build_cells(cfgs, env: simpy.Environment) -> list[Cell]:
+    cells = []
+    for i, c in enumerate(cfgs):
+        n0 = dbm_to_w(c.noise_density_dbm_hz)
+        cells.append(Cell(
+            index=i, id=c.id, position_m=np.array([c.x_m, c.y_m], dtype=float),
+            bs_tx_power_w=dbm_to_w(c.bs_tx_power_dbm),
+            uplink=SharedBand(env, c.uplink_bandwidth_hz, n0, shared=True, name=f"{c.id}/ul"),
+            downlink=SharedBand(env, c.downlink_bandwidth_hz, n0, shared=False, name=f"{c.id}/dl"),
+        ))
+    return cells
+
+
+def _profile_indices(sc: Scenario, profiles: list[DeviceProfile]) -> np.ndarray:
+    if sc.devices.profile_of_device:
+        by_name = {p.name: i for i, p in enumerate(profiles)}
+        return np.array([by_name[name] for name in sc.devices.profile_of_device])
+    shares = np.array([p.share for p in sc.devices.profiles], dtype=float)
+    return stream(sc.seed, STREAM_PROFILE).choice(len(profiles), size=sc.devices.count, p=shares / shares.sum())
+
+
+class World:
+    """Cells, devices and their links, with positions sampled every ``mobility.sample_step_s``."""
+
+    def __init__(self, sc: Scenario, env: simpy.Environment):
+        from ..net.links import CellSite, LinkBudget
+
+        self.sc = sc
+        cfgs, self.topology = cell_configs(sc)
+        self.cells: list[Cell] = _build_cells(cfgs, env)
+        ch = sc.channel
+        n = sc.devices.count
+        self.link = LinkBudget(ch.path_loss, [CellSite(c.x_m, c.y_m, c.height_m, c.carrier_hz, c.bs_tx_power_dbm)
+                                              for c in cfgs],
+                               ch.shadowing_sigma_db, lambda *keys: stream(sc.seed, STREAM_SHADOWING, *keys), n,
+                               correlated=ch.shadowing_correlated, ue_height_m=ch.ue_height_m)
+        positions = place_devices(sc, cfgs)
+        self.mobility = build_mobility(sc, positions, cfgs)
+        self.positions = SampledPositions(positions, self.mobility, sc.mobility.sample_step_s)
+        profiles = build_profiles(sc)
+        prof_idx = _profile_indices(sc, profiles)
+        coherence = coherence_times_s(self.positions, n, cfgs[0].carrier_hz, ch.coherence_time_s,
+                                      ch.coherence_from_speed)
+        self.links = LinkState(self.link, self.positions, ch.fading, ch.rician_k_db, coherence,
+                               lambda d, k, j: stream(sc.seed, _FADING_STREAM[d], k, j))
+        self.devices: list[Device] = []
+        for k in range(n):
+            xy = self.positions.position(k, 0.0)
+            prof = profiles[int(prof_idx[k])]
+            self.devices.append(Device(index=k, profile=prof, position_m=(positions[k] if xy is None else xy).copy(),
+                                       cell=int(np.argmax(self.link.rsrp_dbm(k, xy))), battery=Battery(prof.battery_j),
+                                       links=self.links))
+
+    # Views the orchestrator and tests use (the network side owns the state).
+    @property
+    def moving(self) -> bool:
+        return self.positions.moving
+
+    @property
+    def step_s(self) -> float:
+        return self.positions.step_s
+
+    def position(self, k: int, t: float) -> Optional[np.ndarray]:
+        return self.positions.position(k, t)
+
+    def available(self, k: int, t: float) -> bool:
+        return self.positions.available(k, t)
+
+    def next_position_change_s(self, k: int, t: float) -> float:
+        return self.positions.next_change_s(k, t)
+
+    def large_scale_gain(self, k: int, cell: int, t: float):
+        return self.links.large_scale_gain(k, cell, t)
+
+    def fading(self, k: int, cell: int, direction: str):
+        return self.links.fading(k, cell, direction)
+
+    def cell_id(self, dev: Device) -> str:
+        return self.cells[dev.cell].id
+
+    def edge_of(self, dev: Device) -> str:
+        """The edge server the device's serving cell hangs off (the topology's)."""
+        return self.topology.edge_of(self.cells[dev.cell].id)
