@@ -116,12 +116,8 @@ class Recorder:
     def summary(self, **run: Any) -> dict:
         """The run summary: ``run`` (scenario, seed, stopped_reason, scheme, flops, payload, devices_alive)
         plus totals of the trace rows."""
-        rounds, final = self.rounds, self.final
+        rounds = self.rounds
         finite = [r["train_loss"] for r in rounds if not math.isnan(r["train_loss"])]
-
-        def final_mean(values) -> Optional[float]:
-            return float(np.mean(values)) if final else None
-
         return {
             "scenario": run["scenario"],
             "seed": run["seed"],
@@ -140,8 +136,19 @@ class Recorder:
             "training_flops_per_update": float(run["flops"]),
             "scheme": run["scheme"],
             "payload_bytes_per_transfer": int(run["payload_bytes"]),
-            "final_objective_mean": final_mean([f["objective"] for f in final]),
-            "final_eval_loss_mean": final_mean([f["eval_loss"] for f in final]),
-            "final_personalization_gap_mean": final_mean([f["eval_loss_others"] - f["eval_loss"] for f in final]),
+            **self._final_means(),
             "devices_alive": int(run["devices_alive"]),
+        }
+
+    def _final_means(self) -> dict[str, Optional[float]]:
+        """Means over devices of the final table (None without one)."""
+        final = self.final
+
+        def mean(values) -> Optional[float]:
+            return float(np.mean(values)) if final else None
+
+        return {
+            "final_objective_mean": mean([f["objective"] for f in final]),
+            "final_eval_loss_mean": mean([f["eval_loss"] for f in final]),
+            "final_personalization_gap_mean": mean([f["eval_loss_others"] - f["eval_loss"] for f in final]),
         }

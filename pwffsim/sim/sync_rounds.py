@@ -54,15 +54,30 @@ class SyncRounds(RoundLoop):
     def collect(self, r: int, procs: dict):
         """Wait for the selected clients until all are done, the deadline passes or enough arrived;
         stop the rest.  Returns every client's outcome (in selection order)."""
-        env = self.env
-        deadline = self.policy.deadline_s(r)
         need = self.policy.num_to_aggregate(self.fl.clients_per_round, len(procs))
-        deadline_ev = env.timeout(deadline) if deadline is not None else None
+        pending, arrivals = yield from self.wait(procs, self.policy.deadline_s(r), need)
+        for k in sorted(pending):
+            procs[k].interrupt(StopCause.DEADLINE)
+        if pending:
+            yield simpy.AllOf(self.env, [procs[k] for k in sorted(pending)])
+        outcomes: dict[int, ClientOutcome] = {k: p.value for k, p in procs.items()}
+        if need is not None and len(arrivals) > need:
+            # More arrived at the same instant than are needed: the first `need` by (time, id) count.
+            for _, k in sorted(arrivals)[need:]:
+                outcomes[k].status = Status.LATE
+        return outcomes
+
+    def wait(self, procs: dict, deadline_s, need):
+        """Wait until every client is done, ``deadline_s`` passed (None: no deadline) or ``need`` arrived
+        (None: all).  Returns (clients still pending, [(arrival time, client)])."""
+        env = self.env
+        deadline_ev = env.timeout(deadline_s) if deadline_s is not None else None
+        stop_on = [deadline_ev] if deadline_ev is not None else []
         pending = set(procs)
         arrivals: list[tuple[float, int]] = []
         while pending:
             # Fresh conditions each time: SimPy detaches a nested condition once its parent has fired.
-            yield simpy.AnyOf(env, [procs[k] for k in sorted(pending)] + ([deadline_ev] if deadline_ev is not None else []))
+            yield simpy.AnyOf(env, [procs[k] for k in sorted(pending)] + stop_on)
             for k in sorted(pending):
                 if not procs[k].is_alive:
                     pending.discard(k)
@@ -70,13 +85,4 @@ class SyncRounds(RoundLoop):
                         arrivals.append((procs[k].value.t_arrival_s, k))
             if (deadline_ev is not None and deadline_ev.processed) or (need is not None and len(arrivals) >= need):
                 break
-        for k in sorted(pending):
-            procs[k].interrupt(StopCause.DEADLINE)
-        if pending:
-            yield simpy.AllOf(env, [procs[k] for k in sorted(pending)])
-        outcomes: dict[int, ClientOutcome] = {k: p.value for k, p in procs.items()}
-        if need is not None and len(arrivals) > need:
-            # More arrived at the same instant than are needed: the first `need` by (time, id) count.
-            for _, k in sorted(arrivals)[need:]:
-                outcomes[k].status = Status.LATE
-        return outcomes
+        return pending, arrivals
