@@ -1,0 +1,177 @@
+"""Generation and RLOO alignment on the client's personalized reward.
+
+**Generation** (:class:`ResponseSampler`): after left-padded prompts (attention mask and position
+ids), always ``align_max_new_tokens`` new tokens with a KV cache, no early stop, so the FLOPs are
+fixed; temperature-1 sampling (``torch.multinomial`` on the job's generator) or greedy. A response is
+cut at its first eos for scoring and decoding.
+
+**RLOO alignment** (:class:`RLOOAligner`; REINFORCE with a leave-one-out baseline, Ahmadian et al.
+2024): per step, draw ``align_prompts`` prompts of the client's training set (``torch.randint`` on
+the job's generator), sample ``K = align_samples`` responses each, score
+``r = w_help * r_help + w_safe * r_safe``, advantage ``A_i = r_i - mean_{j != i} r_j`` within the
+prompt's K responses, loss ``-mean_i(A_i * sum_t log p(y_it))`` over the response tokens up to and
+including the first eos, plus the proximal term; one AdamW step at ``align_learning_rate`` (eval
+mode: no dropout, so the log-probs are those of the policy that sampled).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .data import Sample
+from .state import ProximalTerm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .train import TrainSpec
+
+
+def positions(mask: Tensor) -> Tensor:
+    """Position ids for left-padded rows: 0 at the first real token (padding gets 0 too)."""
+    return (mask.cumsum(1) - 1).clamp(min=0)
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The KV-cache keyword of the base model's forward: transformers >= 5.2x names it ``cache``
+    (``past_key_values`` deprecated)."""
+    fwd_params = inspect.signature(model.get_base_model().forward).parameters
+    return "cache" if "cache" in fwd_params else "past_key_values"
+
+
+def leave_one_out_advantages(r: Tensor) -> Tensor:
+    """``A_i = r_i - mean_{j != i} r_j`` within each row of ``r`` ``[prompts, K]``, flattened."""
+    K = r.shape[1]
+    return (r - (r.sum(1, keepdim=True) - r) / (K - 1)).reshape(-1)
+
+
+class ResponseSampler:
+    """Fixed-length generation after left-padded prompts, and decoding up to the first eos."""
+
+    def __init__(self, model: nn.Module, tokenizer, eos: int, max_new_tokens: int):
+        self.model, self.tokenizer = model, tokenizer
+        self.eos, self.max_new_tokens = eos, max_new_tokens
+        self.cache_kw = cache_keyword(model)
+
+    @torch.no_grad()
+    def generate(self, ids: Tensor, mask: Tensor, gen: torch.Generator | None) -> Tensor:
+        """``[n, T]`` new tokens after left-padded prompts: sampled at temperature 1 from ``gen``
+        (``torch.multinomial``) or greedy if ``gen`` is None. Always ``T`` tokens (no early stop);
+        a KV cache: one prefill of ``P`` tokens, then ``T - 1`` single-token forwards."""
+        T = self.max_new_tokens
+        self.model.eval()
+        pos = positions(mask)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        new = []
+        for i in range(T):
+            logits = out.logits[:, -1].float()
+            if gen is None:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)
+            new.append(nxt)
+            if i == T - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(nxt)], 1)
+            pos = pos[:, -1:] + 1
+            kv = getattr(out, "cache", None)
+            if kv is None:
+                kv = out.past_key_values
+            out = self.model(input_ids=nxt, attention_mask=mask, position_ids=pos,
+                             use_cache=True, **{self.cache_kw: kv})
+        return torch.cat(new, 1)
+
+    def until_eos(self, new: Tensor) -> Tensor:
+        """Mask of the response tokens up to and including the first eos."""
+        is_eos = (new == self.eos).long()
+        return (is_eos.cumsum(1) - is_eos) == 0
+
+    def decode(self, new: Tensor) -> list[str]:
+        """The responses as text, each cut before its first eos."""
+        keep = self.until_eos(new)
+        out = []
+        for row, k in zip(new.tolist(), keep.tolist()):
+            toks = [t for t, m in zip(row, k) if m and t != self.eos]
+            out.append(self.tokenizer.decode(toks, skip_special_tokens=True).strip())
+        return out
+
+
+class PreferenceRewards:
+    """The two reward models of the personalized reward, by name
+    (:func:`pwffsim.learn.rewards.build_reward_model`)."""
+
+    def __init__(self, help_reward: str, safe_reward: str):
+        from .rewards import build_reward_model
+
+        self.help = build_reward_model(help_reward)
+        self.safe = build_reward_model(safe_reward)
+
+    def score(self, samples, responses) -> tuple[list[float], list[float]]:
+        """``(r_help, r_safe)`` of each response to its sample's prompt, each in [0, 1]."""
+        return (list(self.help.score(samples, responses)),
+                list(self.safe.score(samples, responses)))
+
+
+class RLOOAligner:
+    """The alignment phase of a local update (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, sampler: ResponseSampler, rewards: PreferenceRewards | None,
+                 spec: TrainSpec, prompt_len: int):
+        self.model, self.sampler, self.rewards = model, sampler, rewards
+        self.spec, self.prompt_len = spec, prompt_len
+
+    def run(self, prompts: tuple[Tensor, Tensor], samples: Sequence[Sample], gen: torch.Generator,
+            params: list[nn.Parameter], prox: ProximalTerm, pref_help: float,
+            pref_safe: float) -> float:
+        """``align_steps`` RLOO steps with a fresh AdamW on ``params``, prompts drawn from
+        ``prompts`` (``samples`` behind them); the mean personalized reward of the sampled
+        responses (nan if ``align_steps == 0``)."""
+        ts = self.spec
+        align_r = []
+        if ts.align_steps:
+            opt = torch.optim.AdamW(params, lr=ts.align_learning_rate, weight_decay=0.0)
+            for _ in range(ts.align_steps):
+                align_r.append(self.step(prompts, samples, gen, opt, prox, pref_help, pref_safe))
+            opt.zero_grad(set_to_none=True)
+        return sum(align_r) / len(align_r) if align_r else float("nan")
+
+    def _sample_and_score(self, prompts: tuple[Tensor, Tensor], samples: Sequence[Sample],
+                          gen: torch.Generator, pref_help: float,
+                          pref_safe: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(ids, mask, new, r)``: the drawn prompts (each repeated K times), the sampled
+        responses and their personalized rewards ``[align_prompts, K]``."""
+        from .rewards import personalized_reward
+
+        ts = self.spec
+        K = ts.align_samples
+        p_ids, p_mask = prompts
+        pick = torch.randint(p_ids.shape[0], (ts.align_prompts,), generator=gen)
+        ids = p_ids[pick].repeat_interleave(K, 0)
+        mask = p_mask[pick].repeat_interleave(K, 0)
+        new = self.sampler.generate(ids, mask, gen)
+        picked = [samples[int(i)] for i in pick for _ in range(K)]
+        rh, rs = self.rewards.score(picked, self.sampler.decode(new))
+        r = torch.tensor([personalized_reward(h, s, pref_help, pref_safe) for h, s in zip(rh, rs)],
+                         dtype=torch.float32).view(ts.align_prompts, K)
+        return ids, mask, new, r
+
+    def step(self, prompts: tuple[Tensor, Tensor], samples: Sequence[Sample], gen: torch.Generator,
+             opt: torch.optim.Optimizer, prox: ProximalTerm, pref_help: float,
+             pref_safe: float) -> float:
+        """One RLOO step; returns the mean personalized reward of its sampled responses."""
+        ids, mask, new, r = self._sample_and_score(prompts, samples, gen, pref_help, pref_safe)
+        adv = leave_one_out_advantages(r)
+        # Policy gradient on [prompt, response[:-1]] (the last token is never an input).
+        x = torch.cat([ids, new], 1)[:, :-1]
+        xm = torch.cat([mask, torch.ones_like(new)], 1)[:, :-1]
+        self.model.eval()  # no dropout: log-probs of the policy that sampled
+        logits = self.model(input_ids=x, attention_mask=xm, position_ids=positions(xm)).logits
+        P = self.prompt_len
+        logp = torch.log_softmax(logits[:, P - 1:].float(), -1).gather(-1, new[..., None])[..., 0]
+        seq_logp = (logp * self.sampler.until_eos(new)).sum(1)
+        loss = -(adv * seq_logp).mean() + prox()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return float(r.mean())

@@ -1,0 +1,101 @@
+"""The learning side's contract with the orchestrator.
+
+The orchestrator (``pwffsim.sim``) never trains anything itself: it hands a :class:`TrainJob` to a
+learner and gets a :class:`TrainResult` back, and it turns the FLOPs and payload sizes it is told into
+simulated time and energy. This module states what it relies on, as a :class:`typing.Protocol`, so a
+stub (``tests/conftest.py``), the real peft learner (:class:`pwffsim.learn.train.Learner`) or a
+remote worker can stand behind the same calls.
+
+Rules every learner keeps:
+
+* **No notion of time.** A learner never sees simulated time, never imports simpy and never sleeps;
+  cost is reported as FLOPs and tokens, and the simulator prices them with a device profile.
+* **Deterministic given the job.** :meth:`Learner.run` depends only on the learner's construction and
+  the job (``job.seed`` seeds every random draw), not on earlier calls or the process running it.
+* **States are plain dicts** of CPU tensors keyed by parameter name; a learner returns new tensors
+  and never modifies a state it was given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Protocol, runtime_checkable
+
+from torch import Tensor
+
+
+@dataclass
+class TrainJob:
+    """One client's local update, as the orchestrator submits it."""
+    client: int
+    round: int
+    seed: int
+    start_state: dict[str, Tensor]  # full trainable state (LoRA keys as peft names them + adapters)
+    pref_help: float = 0.5          # the client's weights of the personalized reward
+    pref_safe: float = 0.5
+    # The global part the client started from: proximal term mu/2 * sum_k ||theta_k - anchor_k||^2
+    # over the anchor's keys (TrainSpec.prox_mu) is added to every loss of the update.
+    prox_anchor: dict[str, Tensor] | None = None
+
+
+@dataclass
+class TrainResult:
+    """What one local update returns: the trained state, its aggregation weight, metrics and cost."""
+    client: int
+    round: int
+    state: dict[str, Tensor]  # trained trainable state (cpu clones), same keys
+    num_samples: int          # client's train set size (aggregation weight)
+    train_loss: float         # mean loss over the local steps (nan if local_steps == 0)
+    eval_loss: float          # on the client's held-out eval set after training (nan if no eval)
+    flops: float              # cost of this update (training, alignment, eval and metrics)
+    tokens: int
+    reward_help: float = float("nan")   # mean helpfulness on metric_prompts held-out prompts (greedy)
+    reward_safe: float = float("nan")   # mean harmlessness, same prompts and responses
+    objective: float = float("nan")     # personalized_reward(reward_help, reward_safe, prefs)
+    eval_loss_others: float = float("nan")  # loss on the other clients' pooled held-out rows
+    align_reward: float = float("nan")  # mean personalized reward of the sampled responses
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What the orchestrator calls on a learner (and nothing else)."""
+
+    def initial_state(self) -> dict[str, Tensor]:
+        """A fresh copy of the trainable state before any update (the round-0 global model).
+
+        Keys are parameter names, values CPU tensors; the payload size of a transfer is
+        ``pwffsim.learn.aggregate.state_nbytes`` of (a part of) this state. Must return a new dict of
+        new tensors on every call."""
+        ...
+
+    def parameter_group(self, key: str) -> str:
+        """The group (``"lora"`` or ``"adapter"``) of a key of the trainable state; the scenario
+        decides which groups are global (aggregated) and which stay personal. ``KeyError`` for a key
+        that is not in the state."""
+        ...
+
+    def estimate_cost(self) -> tuple[float, int]:
+        """``(flops, tokens)`` of one local update: floating-point operations (FLOPs, not FLOP/s)
+        and token positions computed. Analytic and constant for a learner: it equals what every
+        :meth:`run` reports, so the simulator can price an update before it runs. No timing."""
+        ...
+
+    def num_samples(self, client: int) -> int:
+        """Size of ``client``'s training set (count of samples): its FedAvg aggregation weight."""
+        ...
+
+    def run(self, job: TrainJob) -> TrainResult:
+        """Run one local update of ``job.client`` from ``job.start_state``.
+
+        Deterministic given the learner and ``job`` (every random draw seeded by ``job.seed``);
+        must not depend on earlier calls, must not modify ``job.start_state`` and knows nothing of
+        simulated time. ``result.flops`` / ``result.tokens`` equal :meth:`estimate_cost`."""
+        ...
+
+    def evaluate_metrics(self, state: Mapping[str, Tensor], client: int,
+                         pref_help: float, pref_safe: float) -> dict:
+        """Held-out metrics of ``state`` for ``client`` without training: ``eval_loss`` and
+        ``eval_loss_others`` (mean cross-entropy, nats per token), ``reward_help`` and
+        ``reward_safe`` (mean rewards in [0, 1]) and ``objective`` (the personalized reward with the
+        weights ``pref_help`` / ``pref_safe``); ``nan`` for what the learner does not measure.
+        Deterministic; costs nothing in the traces (it is not a local update)."""
+        ...

@@ -1,0 +1,128 @@
+"""The trainable state of a peft model: which parameters train, their groups, loading and copying.
+
+The state is one dict: LoRA keys as peft names them in its state dict (``...c_attn.lora_A.weight``),
+adapter keys their parameter names (``...mlp.adapter.down.weight``). Each key belongs to a group,
+``"lora"`` or ``"adapter"``; the caller decides which group is global (aggregated) or personal.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+#: Parameter groups of the trainable state (see :meth:`TrainableState.parameter_group`).
+GROUPS = ("lora", "adapter")
+
+
+class ProximalTerm:
+    """``mu/2 * sum_k ||theta_k - anchor_k||^2`` over ``[(theta_k, anchor_k)]`` pairs; calling it
+    gives the term (a tensor in the autograd graph), or ``0.0`` if there are no pairs. Falsy when
+    empty (mu = 0 or no anchor)."""
+
+    def __init__(self, pairs: list[tuple[Tensor, Tensor]], mu: float):
+        self.pairs, self.mu = pairs, mu
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def __call__(self) -> Tensor | float:
+        if not self.pairs:
+            return 0.0
+        return 0.5 * self.mu * sum(((p - a) ** 2).sum() for p, a in self.pairs)
+
+
+def _trainable_parameters(model: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, str]]:
+    """``({key: parameter}, {key: group})`` of every trainable parameter of a peft model, in model
+    order. Raises if a trainable parameter is neither LoRA nor an adapter, or peft's state dict has
+    a LoRA key without a trainable parameter."""
+    from peft import get_peft_model_state_dict
+
+    lora_keys = set(get_peft_model_state_dict(model))
+    adapter = getattr(model, "active_adapter", "default")
+    params: dict[str, nn.Parameter] = {}
+    group: dict[str, str] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = name.replace(f".{adapter}.", ".")
+        if key in lora_keys:
+            group[key] = "lora"
+        elif ".adapter." in name:
+            key = name
+            group[key] = "adapter"
+        else:
+            raise ValueError(f"trainable parameter {name!r} is neither LoRA nor an adapter")
+        params[key] = p
+    if not lora_keys <= set(params):
+        raise ValueError(f"trainable parameters do not match peft's state dict: "
+                         f"{sorted(lora_keys - set(params))[:4]}")
+    return params, group
+
+
+def _check_shape(what: str, key: str, value: Tensor, param: Tensor) -> None:
+    if value.shape != param.shape:
+        raise ValueError(f"{what}[{key!r}] has shape {tuple(value.shape)}, "
+                         f"expected {tuple(param.shape)}")
+
+
+class TrainableState:
+    """The trainable parameters of one peft model, addressed by state key.
+
+    ``params`` maps each key to the live ``nn.Parameter`` (model order), ``trainable`` lists them for
+    an optimizer, ``initial`` is a copy taken at construction (LoRA B = 0 and adapter
+    up-projections = 0: the model equals the base)."""
+
+    def __init__(self, model: nn.Module):
+        self.params, self._group = _trainable_parameters(model)
+        self.trainable = list(self.params.values())
+        self.initial = self.extract()
+        self.keys = frozenset(self.initial)
+
+    def parameter_group(self, key: str) -> str:
+        """``"lora"`` or ``"adapter"`` for a key of the trainable state (``KeyError`` otherwise)."""
+        try:
+            return self._group[key]
+        except KeyError:
+            raise KeyError(f"{key!r} is not a key of the trainable state") from None
+
+    def group_keys(self, group: str) -> list[str]:
+        """The trainable-state keys of ``group`` (``"lora"`` or ``"adapter"``), in model order."""
+        if group not in GROUPS:
+            raise ValueError(f"unknown parameter group {group!r}; expected one of {GROUPS}")
+        return [k for k, g in self._group.items() if g == group]
+
+    def numel(self, keys=None) -> int:
+        """Number of parameters of ``keys`` (default: all trainable keys)."""
+        return int(sum(self.params[k].numel() for k in (self.params if keys is None else keys)))
+
+    def load(self, state: Mapping[str, Tensor]) -> None:
+        """Copy ``state`` (exactly the trainable keys, same shapes) into the model's parameters."""
+        ks = set(state)
+        if ks != self.keys:
+            raise ValueError(f"start_state keys differ from the model's trainable state: "
+                             f"missing {sorted(self.keys - ks)}, extra {sorted(ks - self.keys)}")
+        with torch.no_grad():
+            for k, p in self.params.items():
+                v = state[k]
+                _check_shape("start_state", k, v, p)
+                p.copy_(v)
+
+    def extract(self) -> dict[str, Tensor]:
+        """Detached clones of the current parameters (the state to hand out)."""
+        return {k: p.detach().clone() for k, p in self.params.items()}
+
+    def proximal_term(self, anchor: Mapping[str, Tensor] | None, mu: float) -> ProximalTerm:
+        """The proximal term towards ``anchor`` over its keys (a subset of the trainable keys);
+        empty if ``mu`` is 0 or there is no anchor."""
+        if anchor is None or not mu:
+            return ProximalTerm([], mu)
+        extra = sorted(set(anchor) - self.keys)
+        if extra:
+            raise ValueError(f"prox_anchor has keys that are not trainable: {extra[:4]}")
+        pairs = []
+        for k, v in anchor.items():
+            p = self.params[k]
+            _check_shape("prox_anchor", k, v, p)
+            pairs.append((p, v.detach().to(p.device, p.dtype)))
+        return ProximalTerm(pairs, mu)
