@@ -24,6 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .status import Status
+
 # name -> [(column, arrow type, description)]
 SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
     "events": [
@@ -85,6 +87,28 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
 TABLES = tuple(SCHEMAS)
 
 
+def columns(table: str) -> list[str]:
+    """Column names of ``table``, in the order they are written."""
+    return [c for c, _, _ in SCHEMAS[table]]
+
+
+def column_types(table: str) -> dict[str, pa.DataType]:
+    """Column name -> arrow type of ``table``."""
+    return {c: t for c, t, _ in SCHEMAS[table]}
+
+
+def is_text(dtype: pa.DataType) -> bool:
+    """Whether a column of this type holds text (the others hold numbers)."""
+    return pa.types.is_string(dtype)
+
+
+def missing_row(table: str) -> dict[str, Any]:
+    """What a reader assumes for each column of ``table`` that a trace lacks (an older or hand-made
+    one): NaN for numbers, '' for text, and ``ok`` for ``status`` (an activity without a status
+    finished)."""
+    return {c: Status.OK if c == "status" else "" if is_text(t) else math.nan for c, t, _ in SCHEMAS[table]}
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if math.isnan(v):
@@ -101,9 +125,9 @@ class TraceWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
         self._pending: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
-        for name, cols in SCHEMAS.items():
+        for name in TABLES:
             with open(self.out_dir / f"{name}.csv", "w", newline="") as f:
-                csv.writer(f, lineterminator="\n").writerow([c for c, _, _ in cols])
+                csv.writer(f, lineterminator="\n").writerow(columns(name))
             pq_path = self.out_dir / f"{name}.parquet"
             if pq_path.exists():
                 pq_path.unlink()  # a stale file from an earlier run must not pass for this one
@@ -120,7 +144,7 @@ class TraceWriter:
         for name, rows in self._pending.items():
             if not rows:
                 continue
-            cols = [c for c, _, _ in SCHEMAS[name]]
+            cols = columns(name)
             with open(self.out_dir / f"{name}.csv", "a", newline="") as f:
                 w = csv.writer(f, lineterminator="\n")
                 for r in rows:
