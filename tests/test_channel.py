@@ -36,39 +36,6 @@ def test_noise_power():
     assert ch.noise_power_w(-174.0, 0.0) == 0.0
 
 
-# ---------------------------------------------------------------------------- path loss
-def test_macro_path_loss_hand_values():
-    assert ch.path_loss_macro_db(1000.0) == pytest.approx(128.1)
-    # 37.6 * log10(0.25) = 37.6 * (-0.6020599913) = -22.63745567
-    assert ch.path_loss_macro_db(250.0) == pytest.approx(128.1 - 22.637455673, abs=1e-8)
-    # 37.6 * log10(0.1) = -37.6
-    assert ch.path_loss_macro_db(100.0) == pytest.approx(90.5)
-    np.testing.assert_allclose(ch.path_loss_macro_db(np.array([100.0, 1000.0])), [90.5, 128.1])
-    # clamp to 1 m: 128.1 + 37.6 * (-3)
-    assert ch.path_loss_macro_db(0.0) == pytest.approx(128.1 - 112.8)
-    assert ch.path_loss_macro_db(0.5) == pytest.approx(ch.path_loss_macro_db(1.0))
-    with pytest.raises(ValueError, match=">= 0"):
-        ch.path_loss_macro_db(-1.0)
-
-
-def test_free_space_path_loss_hand_value():
-    f = 2e9
-    expected = 20 * math.log10(4 * math.pi * f / C)  # d = 1 m
-    # 4 pi * 2e9 / c = 83.8332 -> 20 log10(83.8332) = 38.4684 dB
-    assert expected == pytest.approx(38.4684, abs=1e-3)
-    assert ch.path_loss_free_space_db(1.0, f) == pytest.approx(expected, abs=1e-10)
-    # doubling distance adds 20 log10(2) = 6.0206 dB
-    assert ch.path_loss_free_space_db(200.0, f) - ch.path_loss_free_space_db(100.0, f) == pytest.approx(
-        6.020599913, abs=1e-8)
-
-
-def test_path_loss_dispatch():
-    assert ch.path_loss_db("macro-128.1-37.6", 1000.0, 2e9) == pytest.approx(128.1)
-    assert ch.path_loss_db("free-space", 1.0, 2e9) == pytest.approx(20 * math.log10(4 * math.pi * 2e9 / C))
-    with pytest.raises(ValueError, match="macro-128.1-37.6"):
-        ch.path_loss_db("cost231", 100.0, 2e9)
-
-
 # ---------------------------------------------------------------------------- rates
 def test_shannon_rate_hand_number():
     # 1 MHz, SNR 15 -> log2(16) = 4 -> 4 Mbit/s

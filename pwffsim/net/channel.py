@@ -1,4 +1,6 @@
-"""Wireless channel physics: unit conversions, path loss, SNR -> rate, fading and coherence time.
+"""Wireless channel physics: unit conversions, SINR -> rate, fading and coherence time.
+
+Path loss (models, formulas) is in :mod:`pwffsim.net.pathloss` and :mod:`pwffsim.net.tr38901`.
 
 Network side only: numpy, scipy and the standard library (never torch).
 
@@ -23,16 +25,12 @@ import scipy.special
 
 __all__ = [
     "SPEED_OF_LIGHT_MPS",
-    "PATH_LOSS_MODELS",
     "FADING_KINDS",
     "dbm_to_w",
     "w_to_dbm",
     "db_to_linear",
     "linear_to_db",
     "noise_power_w",
-    "path_loss_macro_db",
-    "path_loss_free_space_db",
-    "path_loss_db",
     "sinr_linear",
     "shannon_rate_bps",
     "fdma_rate_bps",
@@ -47,10 +45,8 @@ __all__ = [
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 """Speed of light in vacuum, m/s (exact, SI definition)."""
 
-PATH_LOSS_MODELS = ("macro-128.1-37.6", "free-space")
 FADING_KINDS = ("none", "rayleigh", "rician")
 
-_MIN_DISTANCE_M = 1.0
 # Tolerance (in units of one block) used to put a time lying on a block boundary into the new block.
 _BLOCK_EDGE_TOL = 1e-9
 # Fading blocks are drawn in chunks of this many blocks (see BlockFading).
@@ -126,42 +122,6 @@ def noise_power_w(noise_density_dbm_hz: float, bandwidth_hz: float) -> float:
     b = _nonnegative(bandwidth_hz, "bandwidth_hz")
     n0_w_per_hz = np.asarray(dbm_to_w(noise_density_dbm_hz))
     return _out(n0_w_per_hz * b)
-
-
-# --------------------------------------------------------------------------------------------------
-# path loss
-# --------------------------------------------------------------------------------------------------
-def _distance_m(d_m: Any) -> np.ndarray:
-    d = _nonnegative(d_m, "d_m (distance in metres)")
-    return np.maximum(d, _MIN_DISTANCE_M)
-
-
-def path_loss_macro_db(d_m):
-    """Macro-cell path loss ``128.1 + 37.6 log10(d_km)`` dB.
-
-    Source: 3GPP TR 36.814 V9.0.0, Table A.2.1.1.2-3 (macro cell, 2 GHz carrier), the model used by
-    Yang et al. (IEEE TWC 2021) and Chen et al. (IEEE TWC 2021). ``d_m`` is clamped to >= 1 m.
-    """
-    d_km = _distance_m(d_m) / 1000.0
-    return _out(128.1 + 37.6 * np.log10(d_km))
-
-
-def path_loss_free_space_db(d_m, carrier_hz):
-    """Free-space path loss ``20 log10(4 pi d f / c)`` dB (Friis transmission equation, isotropic
-    antennas). ``d_m`` is clamped to >= 1 m."""
-    d = _distance_m(d_m)
-    f = _positive(carrier_hz, "carrier_hz")
-    return _out(20.0 * np.log10(4.0 * math.pi * d * f / SPEED_OF_LIGHT_MPS))
-
-
-def path_loss_db(model: str, d_m, carrier_hz):
-    """Dispatch to a path-loss model by name: ``"macro-128.1-37.6"`` (3GPP TR 36.814, carrier
-    ignored) or ``"free-space"`` (Friis)."""
-    if model == "macro-128.1-37.6":
-        return path_loss_macro_db(d_m)
-    if model == "free-space":
-        return path_loss_free_space_db(d_m, carrier_hz)
-    raise ValueError(f"unknown path-loss model {model!r}; expected one of {list(PATH_LOSS_MODELS)}")
 
 
 # --------------------------------------------------------------------------------------------------

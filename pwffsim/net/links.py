@@ -1,16 +1,17 @@
 """Large-scale link gains between moving devices and cells, and the A3 handover rule.
 
 :class:`LinkBudget` gives the large-scale gain (path loss, LOS state, shadowing) of every
-(device, cell) link at a position.  The random parts are drawn per link from their own streams, so a
-link's realisation never depends on query order:
+(device, cell) link at a position.  It asks a path-loss model (:mod:`pwffsim.net.pathloss`: path loss,
+LOS probability, shadowing sigma, decorrelation distance) and draws the random parts per link from
+their own streams, so a link's realisation never depends on query order:
 
-* 3GPP TR 38.901 models (``UMa``, ``UMi``, ``RMa``): LOS iff ``u < P_LOS(d)`` with one uniform ``u``
-  per link (so a moving device's LOS state changes consistently with its distance); shadowing sigma
-  from Table 7.4.1-1 for the current LOS state.
-* ``macro-128.1-37.6`` and ``free-space``: shadowing with the scenario's sigma.
+* LOS iff ``u < P_LOS(d)`` with one uniform ``u`` per link (so a moving device's LOS state changes
+  consistently with its distance); models without a LOS state (``macro-128.1-37.6``, ``free-space``)
+  give ``P_LOS = 1``.  The shadowing sigma is the model's for the current LOS state (the scenario's
+  sigma for the models without a standard one).
 * Shadowing is either one N(0, 1) draw per link (scaled by sigma) or, with ``correlated=True``, a
-  spatially correlated field per cell (Gudmundson exponential autocorrelation with the standard's
-  decorrelation distances), evaluated at the device's position.
+  spatially correlated field per cell and LOS state (Gudmundson exponential autocorrelation with the
+  model's decorrelation distance), evaluated at the device's position.
 
 :class:`A3Handover` is the event-A3 rule: hand over to the strongest neighbour once it has been
 better than the serving cell by ``hysteresis_db`` for ``time_to_trigger_s`` continuously.
@@ -21,14 +22,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from . import tr38901
-from .channel import path_loss_db as simple_path_loss_db
-
-TR38901_MODELS = ("UMa", "UMi", "RMa")
+from .pathloss import PathLossModel, make_path_loss_model
+from .tr38901 import CorrelatedShadowing
 
 
 @dataclass
@@ -41,12 +40,18 @@ class CellSite:
 
 
 class LinkBudget:
-    """Large-scale gain (dB, negative) of device ``k`` towards cell ``j`` at position ``xy``."""
+    """Large-scale gain (dB, negative) of device ``k`` towards cell ``j`` at position ``xy``.
 
-    def __init__(self, model: str, cells: Sequence[CellSite], sigma_db: float,
+    ``model`` is a path-loss model name of :data:`~pwffsim.net.pathloss.PATH_LOSS_MODELS` (configured
+    with ``sigma_db``) or a :class:`~pwffsim.net.pathloss.PathLossModel` object.
+    """
+
+    def __init__(self, model: Union[str, PathLossModel], cells: Sequence[CellSite], sigma_db: float,
                  rng_for: Callable[..., np.random.Generator], n_devices: int, correlated: bool = False,
                  ue_height_m: float = 1.5):
-        self.model = model
+        self.path_loss_model: PathLossModel = (make_path_loss_model(model, sigma_db)
+                                               if isinstance(model, str) else model)
+        self.model = self.path_loss_model.name
         self.cells = list(cells)
         self.sigma_db = float(sigma_db)
         self.ue_height_m = float(ue_height_m)
@@ -59,22 +64,21 @@ class LinkBudget:
             rng = rng_for(k)
             self._u_los[k] = rng.uniform(size=n_cells)
             self._z_shadow[k] = rng.standard_normal(size=n_cells)
-        self._fields: dict[tuple[int, bool], tr38901.CorrelatedShadowing] = {}
+        self._fields: dict[tuple[int, bool], CorrelatedShadowing] = {}
         if correlated:
             for j in range(n_cells):
                 for los in (True, False):
-                    d_corr = (tr38901.shadowing_decorrelation_m(model, los) if model in TR38901_MODELS
-                              else 50.0)
-                    self._fields[(j, los)] = tr38901.CorrelatedShadowing(1.0, d_corr, rng_for(10_000 + j, int(los)))
+                    d_corr = self.path_loss_model.decorrelation_distance_m(los)
+                    self._fields[(j, los)] = CorrelatedShadowing(1.0, d_corr, rng_for(10_000 + j, int(los)))
 
     def distance_2d_m(self, cell: int, xy: np.ndarray) -> float:
         c = self.cells[cell]
         return float(math.hypot(xy[0] - c.x_m, xy[1] - c.y_m))
 
     def los(self, device: int, cell: int, xy: np.ndarray) -> bool:
-        if self.model not in TR38901_MODELS:
-            return True
-        p = tr38901.los_probability(self.model, self.distance_2d_m(cell, xy), h_ut_m=self.ue_height_m)
+        """LOS state of the link at ``xy``: ``u < P_LOS(d_2D)`` (always true where ``P_LOS = 1``,
+        since ``u`` is in [0, 1))."""
+        p = self.path_loss_model.los_probability(self.distance_2d_m(cell, xy), h_ut_m=self.ue_height_m)
         return bool(self._u_los[device, cell] < p)
 
     def gain_db(self, device: int, cell: int, xy: Optional[np.ndarray]) -> float:
@@ -83,15 +87,10 @@ class LinkBudget:
             return -math.inf
         c = self.cells[cell]
         d = self.distance_2d_m(cell, xy)
-        if self.model in TR38901_MODELS:
-            los = self.los(device, cell, xy)
-            pl = tr38901.path_loss_db(self.model, d, c.carrier_hz, los, h_bs_m=c.height_m, h_ut_m=self.ue_height_m)
-            sigma = tr38901.shadowing_sigma_db(self.model, los, d_2d_m=d, carrier_hz=c.carrier_hz,
-                                               h_bs_m=c.height_m, h_ut_m=self.ue_height_m)
-        else:
-            los = True
-            pl = simple_path_loss_db(self.model, d, c.carrier_hz)
-            sigma = self.sigma_db
+        m = self.path_loss_model
+        los = self.los(device, cell, xy)
+        pl = m.path_loss_db(d, c.carrier_hz, los, h_bs_m=c.height_m, h_ut_m=self.ue_height_m)
+        sigma = m.shadowing_sigma_db(los, d, c.carrier_hz, h_bs_m=c.height_m, h_ut_m=self.ue_height_m)
         if self.correlated:
             z = self._fields[(cell, los)].value_db(float(xy[0]), float(xy[1]))
         else:
