@@ -77,6 +77,46 @@ def statement_answer_loss(model, tokenizer, n: int = 512, seed: int = 12345) -> 
     return out
 
 
+def warmup_cosine_lr(step: int, steps: int, peak: float) -> float:
+    """Learning rate at ``step`` of ``steps``: linear warmup over the first 5% (at least one step)
+    to ``peak``, then cosine decay to ``0.1 * peak``."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    p = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _train_on_stream(model, stream: torch.Tensor, gen: torch.Generator, steps: int,
+                     batch_size: int, block_size: int, learning_rate: float, verbose: bool,
+                     t0: float) -> list[float]:
+    """Full-parameter AdamW on random ``block_size`` windows of the token ``stream`` (drawn from
+    ``gen``), :func:`warmup_cosine_lr`, gradient norm clipped to 1; the loss of every step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01,
+                            betas=(0.9, 0.98))
+    offs = torch.arange(block_size)
+    model.train()
+    ema = None
+    losses = []
+    for s in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine_lr(s, steps, learning_rate)
+        starts = torch.randint(0, len(stream) - block_size, (batch_size,), generator=gen)
+        x = stream[starts[:, None] + offs]
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        li = loss.item()
+        losses.append(li)
+        ema = li if ema is None else 0.98 * ema + 0.02 * li
+        if verbose and (s % 100 == 0 or s == steps - 1):
+            print(f"step {s:5d}  loss {li:.4f}  ema {ema:.4f}  {time.perf_counter() - t0:6.1f}s",
+                  flush=True)
+    return losses
+
+
 def pretrain_tiny_base(out_dir, steps: int = 2500, seed: int = 0, batch_size: int = 32,
                        block_size: int = 64, learning_rate: float = 3e-3,
                        n_statements: int = 60_000, verbose: bool = True) -> Path:
@@ -92,36 +132,8 @@ def pretrain_tiny_base(out_dir, steps: int = 2500, seed: int = 0, batch_size: in
     model = GPT2LMHeadModel(_tiny_config(tokenizer))
     stream = _token_stream(tokenizer, n_statements, seed)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01,
-                            betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-
-    def lr_at(s: int) -> float:
-        if s < warmup:
-            return learning_rate * (s + 1) / warmup
-        p = (s - warmup) / max(1, steps - warmup)
-        return learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
-
-    offs = torch.arange(block_size)
-    model.train()
-    ema = None
-    losses = []
-    for s in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(s)
-        starts = torch.randint(0, len(stream) - block_size, (batch_size,), generator=gen)
-        x = stream[starts[:, None] + offs]
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        li = loss.item()
-        losses.append(li)
-        ema = li if ema is None else 0.98 * ema + 0.02 * li
-        if verbose and (s % 100 == 0 or s == steps - 1):
-            print(f"step {s:5d}  loss {li:.4f}  ema {ema:.4f}  {time.perf_counter() - t0:6.1f}s",
-                  flush=True)
+    losses = _train_on_stream(model, stream, gen, steps, batch_size, block_size, learning_rate,
+                              verbose, t0)
     wall = time.perf_counter() - t0
     model.eval()
     answer_loss = statement_answer_loss(model, tokenizer)
