@@ -97,6 +97,24 @@ def load_jsonl_samples(path) -> list[Sample]:
     return out
 
 
+def _client_shares(rng: np.random.Generator, num_clients: int, alpha: float) -> np.ndarray:
+    """One topic's client shares ``~ Dirichlet(alpha * 1)``, normalised; if the draw degenerates
+    (underflow at tiny ``alpha``), the whole topic goes to one random client."""
+    w = rng.dirichlet(np.full(num_clients, alpha))
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+        w = np.zeros(num_clients)
+        w[int(rng.integers(num_clients))] = 1.0
+    return w / w.sum()
+
+
+def _fill_empty_clients(groups: list[list[int]], rng: np.random.Generator) -> None:
+    """Give each empty client (in client order) one random sample index of the largest client."""
+    for c in range(len(groups)):
+        if not groups[c]:
+            big = max(range(len(groups)), key=lambda k: len(groups[k]))
+            groups[c].append(groups[big].pop(int(rng.integers(len(groups[big])))))
+
+
 def split_among_clients(samples: Sequence[Sample], num_clients: int, alpha: float,
                         seed: int = 0) -> list[list[Sample]]:
     """Non-IID partition by topic: for each topic (in order of first appearance), client shares
@@ -115,11 +133,7 @@ def split_among_clients(samples: Sequence[Sample], num_clients: int, alpha: floa
         by_topic.setdefault(s.topic, []).append(i)
     owner = np.empty(len(samples), dtype=np.int64)
     for idx in by_topic.values():
-        w = rng.dirichlet(np.full(num_clients, alpha))
-        if not np.all(np.isfinite(w)) or w.sum() <= 0:
-            w = np.zeros(num_clients)
-            w[int(rng.integers(num_clients))] = 1.0
-        w = w / w.sum()
+        w = _client_shares(rng, num_clients, alpha)
         perm = np.asarray(idx)[rng.permutation(len(idx))]
         cuts = np.round(np.cumsum(w)[:-1] * len(idx)).astype(int)
         for c, part in enumerate(np.split(perm, cuts)):
@@ -128,8 +142,5 @@ def split_among_clients(samples: Sequence[Sample], num_clients: int, alpha: floa
     for i in range(len(samples)):
         groups[int(owner[i])].append(i)
     if len(samples) >= num_clients:
-        for c in range(num_clients):
-            if not groups[c]:
-                big = max(range(num_clients), key=lambda k: len(groups[k]))
-                groups[c].append(groups[big].pop(int(rng.integers(len(groups[big])))))
+        _fill_empty_clients(groups, rng)
     return [[samples[i] for i in sorted(g)] for g in groups]

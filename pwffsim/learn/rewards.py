@@ -149,19 +149,7 @@ class ClassifierReward:
         self.path = str(path)
         self.name = f"classifier:{self.path}"
         self.batch_size = int(batch_size)
-        if not Path(self.path).is_dir():
-            raise ValueError(f"reward model {self.path!r}: not a directory with a "
-                             "sequence-classification checkpoint")
-        try:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                self.path, local_files_only=True)
-        except Exception as e:  # noqa: BLE001 - any load failure is a bad path for the user
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"reward model {self.path!r}: cannot load a sequence-classification "
-                             f"checkpoint and tokenizer ({msg})") from e
+        self.tokenizer, self.model = self._load()
         self.model.eval()
         n = int(self.model.config.num_labels)
         self.num_labels = n
@@ -172,6 +160,38 @@ class ClassifierReward:
             self.positive_label = positive_label % n
         else:
             self.positive_label = 0
+        self._set_padding()
+        tok, cfg = self.tokenizer, self.model.config
+        limits = [int(v) for v in (getattr(tok, "model_max_length", None),
+                                   getattr(cfg, "n_positions", None),
+                                   getattr(cfg, "max_position_embeddings", None))
+                  if v and 0 < v < 1_000_000]
+        self.max_length = min(limits) if limits else 512
+        import inspect
+
+        params = inspect.signature(self.model.forward).parameters
+        self._inputs = {k for k in ("input_ids", "attention_mask", "token_type_ids")
+                        if k in params}
+
+    def _load(self):
+        """``(tokenizer, model)`` of the checkpoint directory ``self.path`` (local files only)."""
+        if not Path(self.path).is_dir():
+            raise ValueError(f"reward model {self.path!r}: not a directory with a "
+                             "sequence-classification checkpoint")
+        try:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.path, local_files_only=True)
+        except Exception as e:  # noqa: BLE001 - any load failure is a bad path for the user
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"reward model {self.path!r}: cannot load a sequence-classification "
+                             f"checkpoint and tokenizer ({msg})") from e
+        return tokenizer, model
+
+    def _set_padding(self) -> None:
+        """Pad with eos if the tokenizer has no pad token; tell the model its pad id."""
         tok = self.tokenizer
         if tok.pad_token_id is None:
             if tok.eos_token is None:
@@ -180,16 +200,6 @@ class ClassifierReward:
             tok.pad_token = tok.eos_token
         if getattr(self.model.config, "pad_token_id", None) is None:
             self.model.config.pad_token_id = tok.pad_token_id
-        limits = [int(v) for v in (getattr(tok, "model_max_length", None),
-                                   getattr(self.model.config, "n_positions", None),
-                                   getattr(self.model.config, "max_position_embeddings", None))
-                  if v and 0 < v < 1_000_000]
-        self.max_length = min(limits) if limits else 512
-        import inspect
-
-        params = inspect.signature(self.model.forward).parameters
-        self._inputs = {k for k in ("input_ids", "attention_mask", "token_type_ids")
-                        if k in params}
 
     def score(self, samples: Sequence[Sample], responses: Sequence[str]) -> list[float]:
         import torch
