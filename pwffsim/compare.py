@@ -104,18 +104,36 @@ def run_compare(scenario: Optional[str], policies: list[str], seeds: list[int], 
                 progress=None) -> dict:
     import pandas as pd
 
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = _run_all(scenario, policies, seeds, out, overrides or [], progress)
+    if target_loss is None:
+        # The loss every run reaches at least once: the largest of the runs' best losses.
+        target_loss = float(np.nanmax([_min_loss(sim) for _, _, sim, _ in runs]))
+    df = pd.DataFrame([_run_row(spec, seed, sim, summary, target_loss) for spec, seed, sim, summary in runs])
+    df.to_csv(out / "compare.csv", index=False)
+    sdf = pd.DataFrame([_policy_row(spec, df[df.policy == spec]) for spec in policies])
+    sdf.to_csv(out / "summary.csv", index=False)
+    md = summary_markdown(sdf, target_loss, seeds)
+    (out / "summary.md").write_text(md)
+    plot_compare(runs, out)
+    return {"target_loss": target_loss, "table": df, "summary": sdf, "markdown": md}
+
+
+def _run_all(scenario: Optional[str], policies: list[str], seeds: list[int], out: Path,
+             overrides: list[str], progress) -> list[tuple]:
+    """Run every policy on every seed (traces in ``out/<policy>/seed<N>/``); one learner per
+    distinct learning set-up is shared.  Returns ``(spec, seed, sim, summary)`` per run."""
     from .scenario import load_scenario
     from .sim.builders import build_learner, learner_specs
     from .sim.engine import Simulation
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     learners: dict = {}
     runs = []
     for spec in policies:
         extra = policy_overrides(spec)
         for seed in seeds:
-            sc = load_scenario(scenario, overrides=[*(overrides or []), *extra], seed=seed)
+            sc = load_scenario(scenario, overrides=[*overrides, *extra], seed=seed)
             key = learner_specs(sc)
             if key not in learners:
                 learners[key] = build_learner(sc)
@@ -125,45 +143,38 @@ def run_compare(scenario: Optional[str], policies: list[str], seeds: list[int], 
             runs.append((spec, seed, sim, summary))
             if progress is not None:
                 progress(spec, seed)
+    return runs
 
-    def min_loss(sim):
-        losses = [r["train_loss"] for r in sim.rounds if not math.isnan(r["train_loss"])]
-        return min(losses) if losses else math.nan
 
-    if target_loss is None:
-        # The loss every run reaches at least once: the largest of the runs' best losses.
-        target_loss = float(np.nanmax([min_loss(sim) for _, _, sim, _ in runs]))
-    rows = []
-    for spec, seed, sim, summary in runs:
-        hit = [r for r in sim.rounds if not math.isnan(r["train_loss"]) and r["train_loss"] <= target_loss]
-        rows.append({
-            "policy": spec, "seed": seed,
-            "time_to_target_s": hit[0]["t_end_s"] if hit else math.nan,
-            "rounds_to_target": hit[0]["round"] + 1 if hit else math.nan,
-            "energy_j": summary["total_device_energy_j"],
-            "bytes": summary["bytes_up"] + summary["bytes_down"],
-            "late": summary["late"], "dropped": summary["dropped"],
-            "final_objective": summary["final_objective_mean"] if summary["final_objective_mean"] is not None else math.nan,
-            "simulated_time_s": summary["simulated_time_s"],
-        })
-    df = pd.DataFrame(rows)
-    df.to_csv(out / "compare.csv", index=False)
-    summ = []
-    for spec in policies:
-        sub = df[df.policy == spec]
-        row = {"policy": spec, "seeds": len(sub)}
-        for m, _, _ in METRICS:
-            xs = sub[m].to_numpy(dtype=float)
-            row[f"{m}_mean"] = float(np.nanmean(xs)) if np.isfinite(xs).any() else math.nan
-            row[f"{m}_ci95"] = _ci95(xs)
-            row[f"{m}_reached"] = int(np.isfinite(xs).sum())
-        summ.append(row)
-    sdf = pd.DataFrame(summ)
-    sdf.to_csv(out / "summary.csv", index=False)
-    md = summary_markdown(sdf, target_loss, seeds)
-    (out / "summary.md").write_text(md)
-    plot_compare(runs, out)
-    return {"target_loss": target_loss, "table": df, "summary": sdf, "markdown": md}
+def _min_loss(sim) -> float:
+    losses = [r["train_loss"] for r in sim.rounds if not math.isnan(r["train_loss"])]
+    return min(losses) if losses else math.nan
+
+
+def _run_row(spec: str, seed: int, sim, summary: dict, target_loss: float) -> dict:
+    """One row of ``compare.csv``."""
+    hit = [r for r in sim.rounds if not math.isnan(r["train_loss"]) and r["train_loss"] <= target_loss]
+    return {
+        "policy": spec, "seed": seed,
+        "time_to_target_s": hit[0]["t_end_s"] if hit else math.nan,
+        "rounds_to_target": hit[0]["round"] + 1 if hit else math.nan,
+        "energy_j": summary["total_device_energy_j"],
+        "bytes": summary["bytes_up"] + summary["bytes_down"],
+        "late": summary["late"], "dropped": summary["dropped"],
+        "final_objective": summary["final_objective_mean"] if summary["final_objective_mean"] is not None else math.nan,
+        "simulated_time_s": summary["simulated_time_s"],
+    }
+
+
+def _policy_row(spec: str, sub) -> dict:
+    """One row of ``summary.csv``: mean, 95% CI half-width and runs that reached it, per metric."""
+    row = {"policy": spec, "seeds": len(sub)}
+    for m, _, _ in METRICS:
+        xs = sub[m].to_numpy(dtype=float)
+        row[f"{m}_mean"] = float(np.nanmean(xs)) if np.isfinite(xs).any() else math.nan
+        row[f"{m}_ci95"] = _ci95(xs)
+        row[f"{m}_reached"] = int(np.isfinite(xs).sum())
+    return row
 
 
 def summary_markdown(sdf, target_loss: float, seeds: list[int]) -> str:
@@ -204,43 +215,48 @@ def plot_compare(runs, out: Path) -> list[Path]:
 
     policies = list(dict.fromkeys(spec for spec, _, _, _ in runs))
     colors = {p: plt.cm.tab10(i % 10) for i, p in enumerate(policies)}
-    paths = []
+    return [_plot_loss_vs_time(plt, runs, colors, out), _plot_delay_cdf(plt, runs, policies, colors, out),
+            _plot_energy(plt, runs, policies, out)]
 
+
+def _plot_loss_vs_time(plt, runs, colors: dict, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for spec, seed, sim, _ in runs:
         t = [r["t_end_s"] for r in sim.rounds]
         loss = [r["train_loss"] for r in sim.rounds]
         ax.plot(t, loss, color=colors[spec], alpha=0.8, lw=1.2, label=spec if seed == runs[0][1] else None)
-    paths.append(_save(plt, fig, ax, "simulated time (s)", "training loss (aggregated)",
-                       "Loss against simulated time (one line per seed)", out / "loss_vs_time.png"))
+    return _save(plt, fig, ax, "simulated time (s)", "training loss (aggregated)",
+                 "Loss against simulated time (one line per seed)", out / "loss_vs_time.png")
 
+
+def _plot_delay_cdf(plt, runs, policies: list[str], colors: dict, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for spec in policies:
         d = np.sort([r["t_end_s"] - r["t_start_s"] for s, _, sim, _ in runs if s == spec for r in sim.rounds])
         ax.step(d, np.arange(1, len(d) + 1) / len(d), where="post", color=colors[spec], label=spec)
-    paths.append(_save(plt, fig, ax, "round delay (s, simulated)", "CDF", "Round delay, all seeds",
-                       out / "round_delay_cdf.png"))
+    return _save(plt, fig, ax, "round delay (s, simulated)", "CDF", "Round delay, all seeds",
+                 out / "round_delay_cdf.png")
 
+
+def _energy_per_device(sim) -> list[float]:
+    """Device energy over the run (J), one entry per device (0 for a device that never drew any)."""
+    e: dict = {}
+    for ev in sim.events:
+        if ev["client"] >= 0:
+            e[ev["client"]] = e.get(ev["client"], 0.0) + ev["energy_j"]
+    return [e.get(d.index, 0.0) for d in sim.devices]
+
+
+def _plot_energy(plt, runs, policies: list[str], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    data = []
-    for spec in policies:
-        per_dev = []
-        for s, _, sim, _ in runs:
-            if s != spec:
-                continue
-            e = {}
-            for ev in sim.events:
-                if ev["client"] >= 0:
-                    e[ev["client"]] = e.get(ev["client"], 0.0) + ev["energy_j"]
-            per_dev.extend(e.get(d.index, 0.0) for d in sim.devices)
-        data.append(per_dev)
+    data = [[x for s, _, sim, _ in runs if s == spec for x in _energy_per_device(sim)] for spec in policies]
     ax.boxplot(data)
     ax.set_xticks(range(1, len(policies) + 1), policies, rotation=15)
     ax.set_ylabel("energy per device over the run (J)")
     ax.set_title("Energy per device, all seeds")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    paths.append(out / "energy_per_device.png")
-    fig.savefig(paths[-1], dpi=120)
+    path = out / "energy_per_device.png"
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
+    return path
