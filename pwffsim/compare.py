@@ -5,10 +5,13 @@ block, mobility, availability, data, preferences) are seeded from the scenario s
 the policy, so on one seed every policy sees the same channel, mobility and availability
 realisations; only what the policy decides differs.
 
-A policy is given as ``NAME[:PARAM][@SELECTOR]``:
+A policy is given as ``NAME[:P1[,P2]][@SELECTOR]``:
 
-* ``sync``; ``deadline:0.5`` (deadline in s); ``overselect:0.3`` (over-commitment x; add a deadline
-  with ``overselect:0.3,2.0``); ``fedasync[:ALPHA]``, ``fedbuff[:M]``, ``semisync[:PERIOD_S]``, ``hierarchical[:E]``;
+* ``NAME`` is a registered policy (:mod:`pwffsim.sim.policies.registry`); the values ``P1, P2`` go, in
+  order, to the ``[fl]`` parameters its class lists: ``sync``; ``deadline:0.5`` (deadline_s);
+  ``overselect:0.3,2.0`` (overcommit, deadline_s); ``fedavgm:0.9,1.0`` (server_momentum, server_lr);
+  ``hierarchical:2`` (cloud_every); ``fedasync:0.6`` (async_alpha); ``fedbuff:3`` (buffer_size);
+  ``semisync:0.3`` (period_s);
 * ``@uniform`` (default), ``@channel``, ``@battery``, ``@oort`` choose the client selection.
 
 Per run it keeps the traces (``OUT/<policy>/seed<N>/``); across seeds it writes ``compare.csv`` (one row
@@ -52,39 +55,32 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
-# Policies with one optional parameter: the scenario key it sets, and its type.
-_ONE_PARAMETER = {
-    "fedbuff": ("fl.buffer_size", int),
-    "semisync": ("fl.period_s", float),
-    "hierarchical": ("fl.cloud_every", int),
-    "fedasync": ("fl.async_alpha", float),
-}
+def policy_usage(name: str) -> str:
+    """``NAME[:P1[,P2]]`` for one registered policy (its ``[fl]`` parameters, the required ones first)."""
+    from .sim.policies import policy_class
+
+    cls = policy_class(name)
+    if not cls.parameters:
+        return name
+    params = ",".join(cls.parameters)
+    return f"{name}:{params}" if cls.required else f"{name}[:{params}]"
 
 
 def policy_overrides(spec: str) -> list[str]:
-    """Scenario overrides for one policy spec (see the module docstring)."""
+    """Scenario overrides for one policy spec ``NAME[:P1[,P2...]][@SELECTOR]``: the values go, in
+    order, to the policy's ``[fl]`` parameters (its registry entry lists them); the scenario schema
+    validates them."""
+    from .sim.policies import POLICIES
+
     name, _, selector = spec.partition("@")
     name, _, param = name.partition(":")
-    out = [f"fl.policy='{name}'"]
-    if name == "deadline":
-        if not param:
-            raise ValueError(f"policy '{spec}': deadline needs a time, e.g. deadline:0.5")
-        out.append(f"fl.deadline_s={float(param)}")
-    elif name == "overselect":
-        if param:
-            x, _, dl = param.partition(",")
-            out.append(f"fl.overcommit={float(x)}")
-            if dl:
-                out.append(f"fl.deadline_s={float(dl)}")
-    elif name in _ONE_PARAMETER:
-        if param:
-            key, kind = _ONE_PARAMETER[name]
-            out.append(f"{key}={kind(param)}")
-    elif name != "sync":
-        raise ValueError(f"policy '{spec}': unknown name '{name}' "
-                         "(sync, deadline:T, overselect:X[,T], fedasync[:ALPHA], fedbuff[:M], semisync[:T], hierarchical[:E])")
-    elif param:
-        raise ValueError(f"policy '{spec}': sync takes no parameter")
+    cls = POLICIES.get(name)
+    if cls is None:
+        raise ValueError(f"policy '{spec}': unknown name '{name}' ({', '.join(policy_usage(n) for n in POLICIES)})")
+    values = param.split(",") if param else []
+    if len(values) > len(cls.parameters) or len(values) < len(cls.required):
+        raise ValueError(f"policy '{spec}': expected {policy_usage(name)}")
+    out = [f"fl.policy='{name}'"] + [f"fl.{key}={value.strip()}" for key, value in zip(cls.parameters, values)]
     if selector:
         out.append(f"fl.selection='{selector}'")
     return out

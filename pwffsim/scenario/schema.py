@@ -11,6 +11,14 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..net.pathloss import PATH_LOSS_MODELS
+from ..sim.policies import POLICIES, policy_class, policy_reference
+
+# The choices come from the registries: a new path-loss model or aggregation policy is one class and
+# one registry line, and the schema (and its reference) follow.
+PathLossName = Literal[tuple(PATH_LOSS_MODELS)]
+PolicyName = Literal[tuple(POLICIES)]
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -100,7 +108,7 @@ class DevicesConfig(_Section):
 class ChannelConfig(_Section):
     """Large-scale and small-scale channel model."""
 
-    path_loss: Literal["macro-128.1-37.6", "free-space", "UMa", "UMi", "RMa"] = Field(
+    path_loss: PathLossName = Field(
         "macro-128.1-37.6", description="Path-loss model: 128.1 + 37.6 log10(d_km) dB (3GPP TR 36.814 macro), Friis free space, or 3GPP TR 38.901 UMa / UMi street canyon / RMa with LOS probability (Tables 7.4.1-1, 7.4.2-1)."
     )
     shadowing_sigma_db: float = Field(8.0, ge=0, le=30, description="Log-normal shadowing standard deviation (dB) for the macro and free-space models (38.901 models use the standard's sigma for the LOS state).")
@@ -145,13 +153,14 @@ class FLConfig(_Section):
     seq_len: int = Field(32, ge=4, description="Tokens per sequence.")
     learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate of the local update.")
     eval_batches: int = Field(1, ge=0, description="Held-out batches evaluated after each local update (0: none).")
-    policy: Literal["sync", "deadline", "overselect", "fedasync", "fedbuff", "semisync", "hierarchical"] = Field("sync", description="'hierarchical': edge servers aggregate their cells every round, the cloud aggregates every cloud_every rounds over the backhaul (needs a topology with edge servers); 'sync': wait for every selected client; 'deadline': aggregate what arrived by deadline_s; 'overselect': select ceil(K (1 + overcommit)), aggregate the first K to arrive; asynchronous, with clients_per_round devices training concurrently: 'fedasync' (mix each arrival, alpha (1+tau)^-a), 'fedbuff' (every buffer_size arrivals, 1/sqrt(1+tau) weights), 'semisync' (every period_s, whatever arrived). For asynchronous policies 'rounds' counts aggregations.")
+    policy: PolicyName = Field("sync", description=policy_reference())
     deadline_s: Optional[float] = Field(None, gt=0, description="Round deadline (s) after the round starts, for policy='deadline' (optional for 'overselect'); stragglers are stopped and marked late.")
     overcommit: float = Field(0.3, ge=0, le=10, description="Over-selection fraction x for policy='overselect'.")
     async_alpha: float = Field(0.6, gt=0, le=1, description="FedAsync mixing weight alpha.")
     async_staleness_exponent: float = Field(0.5, ge=0, description="FedAsync polynomial staleness exponent a.")
     buffer_size: int = Field(3, ge=1, description="FedBuff: aggregate every buffer_size arrivals.")
-    server_lr: float = Field(1.0, gt=0, description="FedBuff / semisync server learning rate eta_g.")
+    server_lr: float = Field(1.0, gt=0, description="fedbuff / semisync / fedavgm: server learning rate eta_g.")
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm: server momentum beta (velocity v <- beta v + (global - FedAvg mean), global <- global - server_lr v).")
     period_s: float = Field(1.0, gt=0, description="semisync: aggregation period (s).")
     cloud_every: int = Field(2, ge=1, description="hierarchical: the cloud aggregates the edge models every cloud_every rounds.")
     selection: Literal["uniform", "channel", "battery", "oort"] = Field("uniform", description="Client selection among available devices with battery left: uniform random, channel-aware (highest expected rate), battery-aware (skip devices under battery_threshold), Oort-like (statistical utility x speed).")
@@ -161,9 +170,10 @@ class FLConfig(_Section):
     aggregation_time_s: float = Field(0.01, ge=0, description="Server time to aggregate the received updates (s).")
 
     @model_validator(mode="after")
-    def _deadline(self) -> "FLConfig":
-        if self.policy == "deadline" and self.deadline_s is None:
-            raise ValueError("policy='deadline' needs deadline_s (s)")
+    def _policy_parameters(self) -> "FLConfig":
+        for name in policy_class(self.policy).required:
+            if getattr(self, name) is None:
+                raise ValueError(f"policy='{self.policy}' needs {name}" + (" (s)" if name.endswith("_s") else ""))
         return self
 
 

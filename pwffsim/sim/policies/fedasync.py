@@ -8,7 +8,7 @@ from .base import AggregationPolicy
 
 class FedAsyncPolicy(AggregationPolicy):
     name = "fedasync"
-    summary = "asynchronous: mix each arrival in at once with weight alpha (1+tau)^-a"
+    summary = "mix each arrival in at once with weight alpha (1+tau)^-a"
     parameters = ("async_alpha", "async_staleness_exponent")
     asynchronous = True
 

@@ -10,7 +10,7 @@ from .base import AggregationPolicy
 
 class FedBuffPolicy(AggregationPolicy):
     name = "fedbuff"
-    summary = "asynchronous: every buffer_size arrivals, staleness-weighted (1/sqrt(1+tau)) server step of size server_lr"
+    summary = "every buffer_size arrivals, staleness-weighted (1/sqrt(1+tau)) server step of size server_lr"
     parameters = ("buffer_size", "server_lr")
     asynchronous = True
 

@@ -8,7 +8,7 @@ from .fedbuff import FedBuffPolicy
 
 class SemiSyncPolicy(FedBuffPolicy):
     name = "semisync"
-    summary = "asynchronous: every period_s, whatever arrived (FedBuff's staleness-weighted step)"
+    summary = "every period_s, whatever arrived (FedBuff's staleness-weighted step)"
     parameters = ("period_s", "server_lr")
 
     def __init__(self, period_s: float, server_lr: float = 1.0):
