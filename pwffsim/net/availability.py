@@ -86,18 +86,7 @@ class _Client:
         if period is None:
             pts = [p for iv in self.intervals for p in iv if math.isfinite(p)]
         else:
-            pts = []
-            for s, e in self.intervals:
-                if s > 0.0:
-                    pts.append(s)
-                if e < period:
-                    pts.append(e)
-            # at the period boundary the state flips iff exactly one of "an interval starts at 0"
-            # and "an interval ends at the period" holds
-            at0 = bool(self.intervals) and self.starts[0] == 0.0
-            atp = bool(self.intervals) and self.ends[-1] == period
-            if at0 != atp:
-                pts.append(0.0)
+            pts = _periodic_changes(self.intervals, period)
         self.changes = sorted(set(pts))
 
     def online(self, t: float) -> bool:
@@ -123,6 +112,23 @@ class _Client:
         while nxt <= t:
             nxt += self.period
         return nxt
+
+
+def _periodic_changes(intervals: list[Interval], period: float) -> list[float]:
+    """Where the state of merged ``intervals`` folded into ``[0, period)`` flips, within one period."""
+    pts = []
+    for s, e in intervals:
+        if s > 0.0:
+            pts.append(s)
+        if e < period:
+            pts.append(e)
+    # at the period boundary the state flips iff exactly one of "an interval starts at 0"
+    # and "an interval ends at the period" holds
+    at0 = bool(intervals) and intervals[0][0] == 0.0
+    atp = bool(intervals) and intervals[-1][1] == period
+    if at0 != atp:
+        pts.append(0.0)
+    return pts
 
 
 def _check_period(p, what: str) -> float:
@@ -151,16 +157,7 @@ class Availability:
         if not isinstance(intervals, dict):
             raise ValueError(f"intervals must be a dict {{client: [(start_s, end_s), ...]}}, "
                              f"got {type(intervals).__name__}")
-        if isinstance(period_s, dict):
-            periods = {int(c): _check_period(p, f"period_s[{c}]") for c, p in period_s.items()}
-            self.period_s: Union[float, dict[int, float], None] = dict(periods)
-        elif period_s is not None:
-            p = _check_period(period_s, "period_s")
-            periods = {int(c): p for c in intervals}
-            self.period_s = p
-        else:
-            periods = {}
-            self.period_s = None
+        self.period_s, periods = _periods(period_s, intervals)
         self.default_online = bool(default_online)
         self.names = dict(names) if names else {}
         self._clients: dict[int, _Client] = {}
@@ -168,18 +165,7 @@ class Availability:
             if isinstance(c, bool) or int(c) != c:
                 raise ValueError(f"client ids must be integers, got {c!r}")
             c = int(c)
-            clean: list[Interval] = []
-            for iv in ivs:
-                try:
-                    s, e = (float(v) for v in iv)
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"client {c}: an interval must be (start_s, end_s), got {iv!r}") from exc
-                if math.isnan(s) or math.isnan(e) or s == math.inf or e == -math.inf:
-                    raise ValueError(f"client {c}: interval ({s}, {e}) must not be NaN or empty at infinity")
-                if e < s:
-                    raise ValueError(f"client {c}: interval end {e} s must not be before its start {s} s")
-                clean.append((s, e))
-            self._clients[c] = _Client(_merge(clean), periods.get(c))
+            self._clients[c] = _Client(_merge(_clean_interval(c, iv) for iv in ivs), periods.get(c))
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -220,6 +206,30 @@ class Availability:
     def __repr__(self) -> str:
         return (f"Availability({len(self._clients)} clients with intervals, "
                 f"default_online={self.default_online}, period_s={self.period_s})")
+
+
+def _periods(period_s, intervals: dict) -> tuple[Union[float, dict[int, float], None], dict[int, float]]:
+    """``period_s`` as stored (checked) and the period of each client that repeats."""
+    if isinstance(period_s, dict):
+        periods = {int(c): _check_period(p, f"period_s[{c}]") for c, p in period_s.items()}
+        return dict(periods), periods
+    if period_s is not None:
+        p = _check_period(period_s, "period_s")
+        return p, {int(c): p for c in intervals}
+    return None, {}
+
+
+def _clean_interval(c: int, iv) -> Interval:
+    """Client ``c``'s interval ``iv`` as a checked ``(start_s, end_s)`` pair of floats."""
+    try:
+        s, e = (float(v) for v in iv)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"client {c}: an interval must be (start_s, end_s), got {iv!r}") from exc
+    if math.isnan(s) or math.isnan(e) or s == math.inf or e == -math.inf:
+        raise ValueError(f"client {c}: interval ({s}, {e}) must not be NaN or empty at infinity")
+    if e < s:
+        raise ValueError(f"client {c}: interval end {e} s must not be before its start {s} s")
+    return s, e
 
 
 def always_online(n: int) -> Availability:
@@ -284,19 +294,23 @@ def read_availability_csv(path, client_map: Optional[dict[str, int]] = None,
         if client_map is not None and cid not in client_map:
             raise AvailabilityError(p, lineno, f"expected a client id listed in client_map, got {cid!r}")
         rows.append((cid, s, e, lineno))
-    ids = sorted({r[0] for r in rows}, key=natural_key)
-    if client_map is not None:
-        mapping = {cid: int(client_map[cid]) for cid in ids}
-    elif all(re.fullmatch(r"[+-]?\d+", cid) for cid in ids):
-        mapping = {cid: int(cid) for cid in ids}
-    else:
-        mapping = {cid: i for i, cid in enumerate(ids)}
+    mapping = _client_numbers(sorted({r[0] for r in rows}, key=natural_key), client_map)
     intervals: dict[int, list[Interval]] = {}
     names: dict[int, str] = {}
     for cid, s, e, _ in rows:
         intervals.setdefault(mapping[cid], []).append((s, e))
         names[mapping[cid]] = cid
     return Availability(intervals, default_online=default_online, period_s=period_s, names=names)
+
+
+def _client_numbers(ids: list[str], client_map: Optional[dict[str, int]]) -> dict[str, int]:
+    """Trace id -> client: through ``client_map``; else the ids themselves if all are integers; else
+    ``0..n-1`` in the order of ``ids``."""
+    if client_map is not None:
+        return {cid: int(client_map[cid]) for cid in ids}
+    if all(re.fullmatch(r"[+-]?\d+", cid) for cid in ids):
+        return {cid: int(cid) for cid in ids}
+    return {cid: i for i, cid in enumerate(ids)}
 
 
 def _is_number(v) -> bool:
@@ -334,32 +348,34 @@ def read_fedscale_behaviour_json(path) -> Availability:
     periods: dict[int, float] = {}
     names: dict[int, str] = {}
     for i, key in enumerate(keys):
-        rec = data[key]
-        where = f"client {key!r}"
-        if not isinstance(rec, dict):
-            raise AvailabilityError(p, "?", f"{where}: expected an object with active, inactive, finish_time")
-        for name in ("active", "inactive"):
-            v = rec.get(name)
-            if not isinstance(v, list):
-                raise AvailabilityError(p, "?", f"{where}: expected {name!r} to be a list of times in s, "
-                                                f"got {type(v).__name__ if name in rec else 'nothing'}")
-            if not all(_is_number(x) for x in v):
-                raise AvailabilityError(p, "?", f"{where}: expected {name!r} to hold finite numbers")
-        fin = rec.get("finish_time")
-        if not (_is_number(fin) and fin > 0):
-            raise AvailabilityError(p, "?", f"{where}: expected a positive number finish_time, got {fin!r}")
-        act, ina = rec["active"], rec["inactive"]
-        if len(ina) > len(act):
-            raise AvailabilityError(p, "?", f"{where}: expected at most as many inactive ({len(ina)}) "
-                                            f"as active ({len(act)}) times")
-        ivs: list[Interval] = []
-        for j, a in enumerate(act):
-            e = float(ina[j]) if j < len(ina) else float(fin)
-            if e < a:
-                raise AvailabilityError(p, "?", f"{where}: expected inactive[{j}] >= active[{j}], "
-                                                f"got {e:g} < {a:g}")
-            ivs.append((float(a), e))
-        intervals[i] = ivs
-        periods[i] = float(fin)
+        intervals[i], periods[i] = _fedscale_client(p, f"client {key!r}", data[key])
         names[i] = str(key)
     return Availability(intervals, default_online=True, period_s=periods, names=names)
+
+
+def _fedscale_client(p: str, where: str, rec) -> tuple[list[Interval], float]:
+    """One client's online intervals and period (its ``finish_time``) from its FedScale record."""
+    if not isinstance(rec, dict):
+        raise AvailabilityError(p, "?", f"{where}: expected an object with active, inactive, finish_time")
+    for name in ("active", "inactive"):
+        v = rec.get(name)
+        if not isinstance(v, list):
+            raise AvailabilityError(p, "?", f"{where}: expected {name!r} to be a list of times in s, "
+                                            f"got {type(v).__name__ if name in rec else 'nothing'}")
+        if not all(_is_number(x) for x in v):
+            raise AvailabilityError(p, "?", f"{where}: expected {name!r} to hold finite numbers")
+    fin = rec.get("finish_time")
+    if not (_is_number(fin) and fin > 0):
+        raise AvailabilityError(p, "?", f"{where}: expected a positive number finish_time, got {fin!r}")
+    act, ina = rec["active"], rec["inactive"]
+    if len(ina) > len(act):
+        raise AvailabilityError(p, "?", f"{where}: expected at most as many inactive ({len(ina)}) "
+                                        f"as active ({len(act)}) times")
+    ivs: list[Interval] = []
+    for j, a in enumerate(act):
+        e = float(ina[j]) if j < len(ina) else float(fin)
+        if e < a:
+            raise AvailabilityError(p, "?", f"{where}: expected inactive[{j}] >= active[{j}], "
+                                            f"got {e:g} < {a:g}")
+        ivs.append((float(a), e))
+    return ivs, float(fin)
