@@ -9,6 +9,7 @@ from __future__ import annotations
 class Status:
     """Outcome of a timed activity (events table) or of a client's round (clients table)."""
 
+    ACTIVE = "active"    # a transfer still in flight (never written)
     OK = "ok"            # finished in full
     LATE = "late"        # stopped by the deadline, or not needed once over-selection had enough
     DROPPED = "dropped"  # the device's battery emptied

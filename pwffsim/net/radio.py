@@ -27,9 +27,8 @@ from ..status import Status
 from .channel import fdma_rate_bps
 from .device import Battery
 
-# The status of a transfer still in flight (never written to a trace, so not in Status); an ended
-# transfer carries Status.OK, LATE, DROPPED or OFFLINE, a handed-over one Status.DETACHED.
-ACTIVE = "active"
+# A transfer in flight carries Status.ACTIVE; an ended one Status.OK, LATE, DROPPED or OFFLINE; one
+# handed over and waiting for its new cell Status.DETACHED.
 _REL_EPS = 1e-12
 
 
@@ -57,7 +56,7 @@ class Transfer:
     t_start_s: float = field(init=False, default=math.nan)
     t_end_s: float = field(init=False, default=math.nan)
     energy_j: float = field(init=False, default=0.0)
-    status: str = field(init=False, default=ACTIVE)
+    status: str = field(init=False, default=Status.ACTIVE)
     rate_bps: float = field(init=False, default=0.0)
     done: Optional[simpy.Event] = field(init=False, default=None)
     _t_finish: float = field(init=False, default=math.inf)
@@ -114,7 +113,7 @@ class SharedBand:
         self._settle()
         tr.t_start_s = self.env.now
         tr.done = self.env.event()
-        tr.status = ACTIVE
+        tr.status = Status.ACTIVE
         if tr.bits_left <= 0:
             self._finish(tr, Status.OK)
             return tr.done
@@ -125,10 +124,10 @@ class SharedBand:
 
     def cancel(self, tr: Transfer, status: str = Status.LATE) -> None:
         """Stop ``tr`` now (e.g. the round deadline passed): bits sent so far are lost."""
-        if tr.status != ACTIVE:
+        if tr.status != Status.ACTIVE:
             return
         self._settle()
-        if tr.status != ACTIVE:  # it ended exactly now
+        if tr.status != Status.ACTIVE:  # it ended exactly now
             return
         self.active.remove(tr)
         self._finish(tr, status)
@@ -139,10 +138,10 @@ class SharedBand:
         """Take ``tr`` off this band now (a handover), keeping its remaining bits and its energy so far;
         its ``done`` event stays pending until it is :meth:`attach`-ed to a band and ends there.
         Returns False if it had already ended."""
-        if tr.status != ACTIVE or tr not in self.active:
+        if tr.status != Status.ACTIVE or tr not in self.active:
             return False
         self._settle()
-        if tr.status != ACTIVE:
+        if tr.status != Status.ACTIVE:
             return False
         self.active.remove(tr)
         tr.status = Status.DETACHED
@@ -157,7 +156,7 @@ class SharedBand:
         self._settle()
         if restart:
             tr.bits_left = float(tr.bits)
-        tr.status = ACTIVE
+        tr.status = Status.ACTIVE
         self.active.append(tr)
         self._poke()
         self._membership_changed()

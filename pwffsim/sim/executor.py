@@ -17,7 +17,7 @@ import concurrent.futures as cf
 import multiprocessing as mp
 from typing import Any, Protocol
 
-from ..learn.train import Learner, TrainJob, TrainResult
+from ..learn.contract import Learner, TrainJob, TrainResult
 
 
 class Handle(Protocol):
@@ -66,9 +66,11 @@ _WORKER_LEARNER: Learner | None = None
 
 
 def _init_worker(specs: tuple[Any, Any, Any, int]) -> None:
+    from ..learn.train import Learner as TorchLearner
+
     global _WORKER_LEARNER
     model_spec, data_spec, train_spec, threads = specs
-    _WORKER_LEARNER = Learner(model_spec, data_spec, train_spec, torch_threads=threads)
+    _WORKER_LEARNER = TorchLearner(model_spec, data_spec, train_spec, torch_threads=threads)
 
 
 def _run_in_worker(job: TrainJob) -> TrainResult:
