@@ -325,7 +325,7 @@ def test_reads_what_trace_writer_writes(tmp_path, tables):
         cols = [c for c, _, _ in trace.SCHEMAS[name]]
         df = df.reindex(columns=cols)  # columns added to the schema later: NaN (strings: empty)
         if "cell_from" in df:
-            df["cell_from"] = df["cell_from"].fillna("")
+            df["cell_from"] = df["cell_from"].astype(object).fillna("")
         for col in ("staleness", "offline"):  # integer columns added to the schema later
             if col in df:
                 df[col] = df[col].fillna(0).astype(int)
