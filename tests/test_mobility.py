@@ -193,7 +193,7 @@ def test_ns2_zero_speed_stops_node(tmp_path):
 def test_end_policies_hold_and_leave():
     tr = straight_line((0, 0), (30, 40), 5.0, t0_s=10.0)
     assert tr.stop_s == pytest.approx(20.0)
-    np.testing.assert_allclose(tr.position(0.0), [0, 0])  # before the first sample: first position
+    assert tr.position(0.0) is None and tr.position(5.0, end="hold") is None  # absent before its first sample
     np.testing.assert_allclose(tr.position(15.0), [15, 20])
     np.testing.assert_allclose(tr.position(25.0), [30, 40])  # hold (default)
     assert tr.position(25.0, end="leave") is None

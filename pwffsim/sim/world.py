@@ -61,8 +61,8 @@ class Device:
 
     index: int
     profile: DeviceProfile
-    position_m: np.ndarray  # initial position
-    cell: int               # serving cell (changes at handovers)
+    position_m: np.ndarray  # position when it first appears (see first_appearance)
+    cell: int               # serving cell (on arrival; changes at handovers)
     battery: Battery
     alive: bool = True
     t_dropout_s: float = math.nan
@@ -178,6 +178,30 @@ def _profile_indices(sc: Scenario, profiles: list[DeviceProfile]) -> np.ndarray:
     return stream(sc.seed, STREAM_PROFILE).choice(len(profiles), size=sc.devices.count, p=shares / shares.sum())
 
 
+def first_appearance(positions: SampledPositions, k: int) -> Optional[np.ndarray]:
+    """Device ``k``'s position at the first sampling instant at which it is present (at t = 0 unless
+    its trace inserts it later, an activity file starts it later or it starts outside the covered
+    area), or None if it never is.
+
+    A device is associated with the strongest cell at this position: for one present at t = 0 that is
+    the association at the start; for one that appears later, the cell it attaches to on arrival
+    (nothing uses its cell before, and the A3 rule then starts from that cell, so arriving is not a
+    handover).  Walks the mobility model's change points (samples, activity start/stop, area-edge
+    crossings): presence cannot change between two of them.
+    """
+    mob = positions.mobility
+    if mob is None:
+        return positions.static_m[k]
+    step, t = positions.step_s, 0.0
+    while math.isfinite(t):
+        s = math.ceil(t / step - 1e-9) * step  # the first sampling instant at or after t
+        xy = positions.position(k, s)
+        if xy is not None:
+            return xy
+        t = mob.next_change_s(k, s)
+    return None
+
+
 class World:
     """Cells, devices and their links, with positions sampled every ``mobility.sample_step_s``."""
 
@@ -204,7 +228,7 @@ class World:
                                lambda d, k, j: stream(sc.seed, _FADING_STREAM[d], k, j))
         self.devices: list[Device] = []
         for k in range(n):
-            xy = self.positions.position(k, 0.0)
+            xy = first_appearance(self.positions, k)
             prof = profiles[int(prof_idx[k])]
             self.devices.append(Device(index=k, profile=prof, position_m=(positions[k] if xy is None else xy).copy(),
                                        cell=int(np.argmax(self.link.rsrp_dbm(k, xy))), battery=Battery(prof.battery_j),

@@ -7,8 +7,10 @@ Conventions
 -----------
 * Positions are metres, as ``(x, y)``; times are seconds (``_s``); speeds m/s (``_mps``).
 * A :class:`Trajectory` is piecewise linear between its samples. Before its first sample a node is
-  at its first position; after its last one the *end policy* decides: ``"hold"`` (stays at the last
-  position) or ``"leave"`` (``position`` returns ``None``: the node has left the scenario).
+  absent (``position`` returns ``None``: a vehicle SUMO inserts at 580 s does not exist before);
+  after its last one the *end policy* decides: ``"hold"`` (stays at the last position) or
+  ``"leave"`` (``None``: the node has left the scenario). With activity intervals
+  (``Trajectory.active_s``) a node is present only between a ``start`` and its ``stop``.
 * :class:`MobilityModel` maps client ``k`` to one trajectory, transforms positions
   ``p' = scale * p + offset`` and, with an ``area``, reports a node outside it as out of coverage
   (``None``). The simulator treats ``None`` as "client unavailable".
