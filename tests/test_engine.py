@@ -163,12 +163,21 @@ def test_energy_balance_every_device():
 
 
 def test_dead_devices_are_never_selected_again():
+    # Each battery holds one round and half an upload more: a device's first round completes, its
+    # second ends in a dropout during compute (after the download, e_dl < e_ul / 2 by hand), and then
+    # it is dead.  So whatever the selection order, there are exactly 2 x 2 = 4 rounds, each device
+    # drops exactly once, and the run stops for want of a device (rounds=6 asks for more).
     h = hand()
-    sim = run(scenario([[D_M, 0.0], [-D_M, 0.0]], battery_j=h["e_dl"] + h["e_c"] + h["e_ul"] * 1.5, rounds=4, k=1))
-    dead_at = {}
+    assert h["e_dl"] < 0.5 * h["e_ul"] < h["e_dl"] + h["e_c"]
+    sim = run(scenario([[D_M, 0.0], [-D_M, 0.0]], battery_j=h["e_dl"] + h["e_c"] + h["e_ul"] * 1.5, rounds=6, k=1))
+    drops = [e for e in sim.events if e["kind"] == "dropout"]
+    assert sorted(e["client"] for e in drops) == [0, 1], "each device must die exactly once"
+    dead = {e["client"]: e for e in drops}
     for e in sim.events:
-        if e["kind"] == "dropout":
-            dead_at[e["client"]] = e["round"]
-    for e in sim.events:
-        if e["client"] in dead_at:
-            assert e["round"] <= dead_at[e["client"]]
+        if e["client"] in dead and e is not dead[e["client"]]:
+            assert e["round"] <= dead[e["client"]]["round"] and e["t_end_s"] <= dead[e["client"]]["t_start_s"], e
+    for k in (0, 1):
+        rounds_of_k = sorted({e["round"] for e in sim.events if e["client"] == k and e["kind"] == "download"})
+        assert len(rounds_of_k) == 2 and rounds_of_k[-1] == dead[k]["round"]
+    assert [r["aggregated"] for r in sim.rounds].count(1) == 2 and len(sim.rounds) == 4
+    assert "no device with battery left" in sim.state.stopped_reason
