@@ -43,7 +43,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if sc.mobility.model == "trace":
             from .net.mobility import load_trace
 
-            load_trace(sc.mobility.trace, sc.mobility.trace_format)
+            load_trace(sc.mobility.trace, sc.mobility.trace_format, sc.mobility.activity)
     except ValueError as err:  # ScenarioError, TopologyError, MobilityError
         return _fail(str(err).splitlines()[0])
     if args.resolved:

@@ -118,10 +118,12 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
         sc.topology = str((base / sc.topology).resolve())
     if sc.mobility.trace is not None:
         sc.mobility.trace = str((base / sc.mobility.trace).resolve())
+    if sc.mobility.activity is not None:
+        sc.mobility.activity = str((base / sc.mobility.activity).resolve())
     if sc.fl.availability is not None:
         sc.fl.availability = str((base / sc.fl.availability).resolve())
     for name, p in (("topology", sc.topology), ("mobility.trace", sc.mobility.trace),
-                    ("fl.availability", sc.fl.availability)):
+                    ("mobility.activity", sc.mobility.activity), ("fl.availability", sc.fl.availability)):
         if p is not None and not Path(p).is_file():
             raise ScenarioError(f"{source}: field '{name}': an existing file; given {p!r}")
     return sc

@@ -183,6 +183,7 @@ class MobilityConfig(_Section):
     model: Literal["static", "trace", "random-waypoint", "gauss-markov"] = Field("static", description="Mobility model.")
     trace: Optional[str] = Field(None, description="Trace file (SUMO FCD XML, ns-2 setdest, CSV t,id,x,y) for model='trace'; relative to the scenario file.")
     trace_format: Optional[Literal["sumo-fcd", "ns2", "csv"]] = Field(None, description="Trace format (default: from the extension).")
+    activity: Optional[str] = Field(None, description="ns-2 activity file ($ns_ at T \"$g(ID) start|stop\", as SUMO's traceExporter --ns2activity-output writes it) for an ns-2 trace: a node it names is present only between its start and stop. Relative to the scenario file.")
     client_ids: list[str] = Field(default_factory=list, description="Trace id of each client, in client order (default: the trace's ids in natural order).")
     offset_m: tuple[float, float] = Field((0.0, 0.0), description="Added to trace positions after scaling (m).")
     scale: float = Field(1.0, gt=0, description="Trace positions are multiplied by this before the offset.")
@@ -200,6 +201,8 @@ class MobilityConfig(_Section):
     def _check(self) -> "MobilityConfig":
         if self.model == "trace" and not self.trace:
             raise ValueError("model='trace' needs trace (a file path)")
+        if self.activity is not None and self.model != "trace":
+            raise ValueError("activity (an ns-2 activity file) needs model='trace' with an ns-2 trace")
         if self.speed_min_mps > self.speed_max_mps:
             raise ValueError("speed_min_mps must not exceed speed_max_mps")
         return self

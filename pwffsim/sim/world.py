@@ -136,7 +136,7 @@ def build_mobility(sc: Scenario, positions: np.ndarray, cells):
         return None
     n = sc.devices.count
     if m.model == "trace":
-        trajectories = mob.load_trace(m.trace, m.trace_format)
+        trajectories = mob.load_trace(m.trace, m.trace_format, m.activity)
         model = mob.MobilityModel(trajectories, client_ids=m.client_ids or None, offset_m=m.offset_m, scale=m.scale,
                                   end=m.end, area=m.area_m)
         if model.num_clients < n:

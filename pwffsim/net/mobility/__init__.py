@@ -10,7 +10,8 @@ Conventions
   absent (``position`` returns ``None``: a vehicle SUMO inserts at 580 s does not exist before);
   after its last one the *end policy* decides: ``"hold"`` (stays at the last position) or
   ``"leave"`` (``None``: the node has left the scenario). With activity intervals
-  (``Trajectory.active_s``) a node is present only between a ``start`` and its ``stop``.
+  (``Trajectory.active_s``, from an ns-2 activity file: :func:`read_ns2_activity`) a node is
+  present only between a ``start`` and its ``stop``.
 * :class:`MobilityModel` maps client ``k`` to one trajectory, transforms positions
   ``p' = scale * p + offset`` and, with an ``area``, reports a node outside it as out of coverage
   (``None``). The simulator treats ``None`` as "client unavailable".
@@ -25,9 +26,9 @@ Layout
 ------
 ``common`` (error, id order, argument checks), ``trajectory`` (:class:`Trajectory`), ``model``
 (:class:`MobilityModel`), ``records`` (file opening, the CSV row reader shared with
-:mod:`pwffsim.net.availability`, number parsing), one module per trace format (``fcd``, ``ns2``,
-``csvtrace``), ``load`` (:func:`load_trace`) and ``generators`` (static, straight line, random
-waypoint, Gauss-Markov).
+:mod:`pwffsim.net.availability`, number parsing), one module per trace format (``fcd``, ``ns2`` and
+its activity file ``ns2activity``, ``csvtrace``), ``load`` (:func:`load_trace`) and ``generators``
+(static, straight line, random waypoint, Gauss-Markov).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .generators import gauss_markov, random_waypoint, static_positions, straigh
 from .load import TRACE_FORMATS, load_trace
 from .model import MobilityModel
 from .ns2 import read_ns2_movements
+from .ns2activity import read_ns2_activity
 from .records import read_csv_records
 from .trajectory import Trajectory
 
@@ -50,6 +52,7 @@ __all__ = [
     "natural_key",
     "read_sumo_fcd",
     "read_ns2_movements",
+    "read_ns2_activity",
     "read_csv_trace",
     "load_trace",
     "static_positions",

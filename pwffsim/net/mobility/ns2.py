@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from .common import MobilityError, natural_key
+from .ns2activity import apply_activity
 from .records import _float, _open_text
 from .trajectory import Trajectory
 
@@ -20,7 +21,7 @@ _NS2_SETDEST = re.compile(r"^\$node_\(\s*([^)\s]+)\s*\)\s+setdest\s+(\S+)\s+(\S+
 _NS2_GOD = re.compile(r"^\$god_\s")
 
 
-def read_ns2_movements(path) -> dict[str, Trajectory]:
+def read_ns2_movements(path, activity=None) -> dict[str, Trajectory]:
     """Read an ns-2 movement file (the format of CMU ``setdest``, BonnMotion and SUMO's
     ``traceExporter.py --ns2mobility``)::
 
@@ -36,6 +37,10 @@ def read_ns2_movements(path) -> dict[str, Trajectory]:
     ``Z_`` is checked but ignored. ``#`` comments, blank lines and ``$god_`` lines (CMU setdest's
     connectivity hints) are skipped. Returns ``{node id: Trajectory}`` (ids as written, e.g. "0").
 
+    ``activity``: an ns-2 activity file (``$ns_ at T "$g(ID) start|stop"``, see
+    :func:`~pwffsim.net.mobility.ns2activity.read_ns2_activity`); a node it names is present only
+    between its ``start`` and ``stop``.
+
     Raises :class:`MobilityError` with the line for any other line shape, a non-numeric or negative
     value, a node with a ``setdest`` but no initial ``X_``/``Y_``, or a file without any node.
     """
@@ -46,7 +51,8 @@ def read_ns2_movements(path) -> dict[str, Trajectory]:
     nodes = set(movements.init) | set(movements.cmds)
     if not nodes:
         raise MobilityError(path, 1, "expected at least one '$node_(ID) set X_ ...' line (empty movement file)")
-    return {nid: movements.trajectory(nid) for nid in sorted(nodes, key=natural_key)}
+    trajectories = {nid: movements.trajectory(nid) for nid in sorted(nodes, key=natural_key)}
+    return trajectories if activity is None else apply_activity(trajectories, activity, path)
 
 
 class _Ns2File:
