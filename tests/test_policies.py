@@ -159,9 +159,9 @@ def test_compare_command_writes_table_and_plots(tmp_path):
 # its sample count is 10 + k.
 
 
-def two_async(policy, rounds, **fl):
-    profiles = [{"name": "fast", "cpu_hz": 4e9, "flops_per_cycle": 1.0, "battery_j": 1e6},
-                {"name": "slow", "cpu_hz": 2e10 / 12.0, "flops_per_cycle": 1.0, "battery_j": 1e6}]
+def two_async(policy, rounds, batteries_j=(1e6, 1e6), **fl):
+    profiles = [{"name": "fast", "cpu_hz": 4e9, "flops_per_cycle": 1.0, "battery_j": batteries_j[0]},
+                {"name": "slow", "cpu_hz": 2e10 / 12.0, "flops_per_cycle": 1.0, "battery_j": batteries_j[1]}]
     sc = scenario_from_dict({
         "devices": {"count": 2, "placement": "explicit", "positions_m": [[100.0, 0.0], [-100.0, 0.0]],
                     "profiles": profiles, "profile_of_device": ["fast", "slow"]},
@@ -261,10 +261,22 @@ def test_semisync_period_shorter_than_aggregation_time_skips_missed_periods():
 
 
 def test_fedbuff_with_an_unfillable_buffer_flushes_what_it_has_and_ends():
-    sim = two_async("fedbuff", rounds=3, buffer_size=50)
-    # nothing can ever fill 50 slots with two devices and a long run: the run still ends, every round
-    # aggregates what was buffered when no device was busy, or the run stops with a reason
-    assert sim.rounds or sim.state.stopped_reason
+    # Each battery holds 2.5 local updates (compute energy kappa (FLOPs / flops_per_cycle) f^2; the
+    # radio's few mJ per round fit in the half): each device arrives twice, then dies computing its
+    # third update.  Four arrivals can never fill a buffer of 50, so when no device is left the
+    # buffer is flushed: one aggregation of the 4 updates, then the run stops for want of devices.
+    e_c = [1e-28 * FLOPS * f ** 2 for f in (4e9, 2e10 / 12.0)]
+    sim = two_async("fedbuff", rounds=3, buffer_size=50, server_lr=1.0, batteries_j=[2.5 * e for e in e_c])
+    drops = [e for e in sim.events if e["kind"] == "dropout"]
+    assert sorted(e["client"] for e in drops) == [0, 1]
+    (r,) = sim.rounds
+    assert (r["aggregated"], r["selected"]) == (4, 6)  # 2 arrivals per device, and the 2 dropped rounds
+    assert r["t_end_s"] == pytest.approx(max(e["t_start_s"] for e in drops), rel=1e-12)  # aggregation takes 0 s
+    assert "no device with battery left" in sim.state.stopped_reason
+    # FedBuff step: every update started from the initial global (0) at staleness 0, and the stub's
+    # update of client k is start + (k + 1) with n_k = 10 + k samples:
+    #   g = sum_i n_i (k_i + 1) / sum_i n_i over the 4 arrivals (two of each device)
+    assert g(sim) == pytest.approx((2 * 10 * 1 + 2 * 11 * 2) / (2 * 10 + 2 * 11), rel=1e-6)
     assert sum(r["energy_j"] for r in sim.rounds) == pytest.approx(sum(c["energy_j"] for c in sim.clients), rel=1e-12)
 
 
