@@ -362,9 +362,37 @@ def test_trajectory_validation():
         Trajectory([], np.zeros((0, 2)))
     with pytest.raises(ValueError):
         straight_line((0, 0), (1, 1), 0.0)
-    t = np.array([0.0, 1.0])
-    Trajectory(t, [[0, 0], [1, 1]])
-    t[0] = -1.0  # the caller's array stays writable and is not shared
+    t, xy = np.array([0.0, 1.0]), np.array([[0.0, 0.0], [1.0, 1.0]])
+    tr = Trajectory(t, xy)
+    t[0], xy[1] = -1.0, [9.0, 9.0]  # the caller's arrays stay writable ...
+    assert tr.t_s[0] == 0.0 and tr.xy_m[1].tolist() == [1.0, 1.0]  # ... and are not shared
+    np.testing.assert_allclose(tr.position(0.5), [0.5, 0.5])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_trajectory_copies_its_samples_and_interpolates_them(seed):
+    """Property, on random trajectories (seeded numpy draws; hypothesis is not a dependency): a
+    Trajectory owns copies of its samples (writing to the caller's arrays afterwards changes
+    nothing), passes through every sample, and is linear between two samples."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    rows = [(rng.uniform(0.01, 100.0), rng.uniform(-1e3, 1e3), rng.uniform(-1e3, 1e3)) for _ in range(n)]
+    frac = float(rng.uniform())
+    t = np.cumsum([r[0] for r in rows])
+    xy = np.array([[r[1], r[2]] for r in rows])
+    t_before, xy_before = t.copy(), xy.copy()
+    tr = Trajectory(t, xy)
+    t += 5.0
+    xy[:] = 0.0
+    np.testing.assert_array_equal(tr.t_s, t_before)
+    np.testing.assert_array_equal(tr.xy_m, xy_before)
+    for ti, pi in zip(t_before, xy_before):
+        np.testing.assert_allclose(tr.position(ti), pi, rtol=0, atol=1e-9)
+    for i in range(len(t_before) - 1):
+        ti = t_before[i] + frac * (t_before[i + 1] - t_before[i])
+        w = (ti - t_before[i]) / (t_before[i + 1] - t_before[i])
+        np.testing.assert_allclose(tr.position(ti), xy_before[i] + w * (xy_before[i + 1] - xy_before[i]),
+                                   rtol=0, atol=1e-9)
 
 
 def test_mobility_never_imports_torch():
