@@ -29,8 +29,12 @@ def spied_sim(overrides):
     return sim, seen
 
 
+# Clients of different sizes (5 devices in TINY), so that a weighted and an unweighted mean differ.
+SIZES = [8, 24, 40, 56, 72]
+
+
 def test_pwff_personal_lora_is_bit_identical_and_global_adapters_are_the_weighted_mean():
-    sim, seen = spied_sim(["pwff.scheme='pwff'"])
+    sim, seen = spied_sim(["pwff.scheme='pwff'", f"data.train_samples_per_client={SIZES}"])
     init = sim.learner.initial_state()
     sim.run()
     lora = [k for k in init if "lora_" in k]
@@ -58,10 +62,15 @@ def test_pwff_personal_lora_is_bit_identical_and_global_adapters_are_the_weighte
     final_round = max(j.round for j, _ in seen)
     agg = [res for j, res in seen if j.round == final_round]
     assert sim.rounds[-1]["aggregated"] == len(agg)
+    assert all(res.num_samples == SIZES[job.client] for job, res in seen)
     total = sum(r.num_samples for r in agg)
+    plain_differs = False
     for key in adapters:
         expected = sum(r.state[key].double() * (r.num_samples / total) for r in agg)
         torch.testing.assert_close(sim.state.global_state[key].double(), expected, rtol=1e-6, atol=1e-8)
+        plain = sum(r.state[key].double() for r in agg) / len(agg)
+        plain_differs |= not torch.allclose(plain, expected, rtol=1e-6, atol=1e-8)
+    assert plain_differs  # the check above tells a weighted from an unweighted mean
     assert not any(key in sim.state.global_state for key in lora)
 
 

@@ -293,7 +293,9 @@ def instruction_samples(topic: str | Topic, n: int, rng: np.random.Generator,
 @dataclass(frozen=True)
 class DataSpec:
     num_clients: int
-    train_samples_per_client: int = 64
+    # One count for every client, or one per client (a sequence of num_clients counts): the size of
+    # a client's training set and so its FedAvg aggregation weight.
+    train_samples_per_client: int | Sequence[int] = 64
     eval_samples_per_client: int = 16
     num_topics: int = 6            # first N topics of the built-in list
     dirichlet_alpha: float = 0.5   # non-IID: each client's topic mix ~ Dirichlet(alpha * 1)
@@ -303,9 +305,14 @@ class DataSpec:
     def __post_init__(self) -> None:
         if self.num_clients < 1:
             raise ValueError(f"num_clients must be >= 1, got {self.num_clients}")
-        if self.train_samples_per_client < 1:
-            raise ValueError("train_samples_per_client must be >= 1, "
-                             f"got {self.train_samples_per_client}")
+        n = self.train_samples_per_client
+        if not isinstance(n, (int, np.integer)):
+            object.__setattr__(self, "train_samples_per_client", n := tuple(int(x) for x in n))
+            if len(n) != self.num_clients:
+                raise ValueError(f"train_samples_per_client lists {len(n)} counts for "
+                                 f"{self.num_clients} clients")
+        if min(self.train_samples(c) for c in range(self.num_clients)) < 1:
+            raise ValueError(f"train_samples_per_client must be >= 1, got {n}")
         if self.eval_samples_per_client < 1:
             raise ValueError("eval_samples_per_client must be >= 1, "
                              f"got {self.eval_samples_per_client}")
@@ -316,6 +323,12 @@ class DataSpec:
         if not 0.0 <= self.borderline_refusal_share <= 1.0:
             raise ValueError("borderline_refusal_share must be in [0, 1], "
                              f"got {self.borderline_refusal_share}")
+
+
+    def train_samples(self, client: int) -> int:
+        """The number of training samples of ``client``."""
+        n = self.train_samples_per_client
+        return int(n) if isinstance(n, (int, np.integer)) else n[client]
 
 
 @dataclass
@@ -342,12 +355,13 @@ def _draw(rng: np.random.Generator, weights: np.ndarray, n: int,
 
 def build_client_datasets(spec: DataSpec) -> list[ClientData]:
     """Non-IID client datasets: client ``i`` draws its topic mix from Dirichlet(alpha * 1), then each
-    train and eval sample's topic from that mix. Deterministic from ``(spec.seed, i)``."""
+    of its ``spec.train_samples(i)`` train and its eval samples' topic from that mix. Deterministic
+    from ``(spec.seed, i)`` and client ``i``'s counts."""
     out = []
     for c in range(spec.num_clients):
         rng = np.random.default_rng(np.random.SeedSequence([spec.seed, c]))
         w = _dirichlet(rng, spec.dirichlet_alpha, spec.num_topics)
-        train = _draw(rng, w, spec.train_samples_per_client, spec.borderline_refusal_share)
+        train = _draw(rng, w, spec.train_samples(c), spec.borderline_refusal_share)
         ev = _draw(rng, w, spec.eval_samples_per_client, spec.borderline_refusal_share)
         out.append(ClientData(client=c, topic_weights=w, train=train, eval=ev))
     return out

@@ -137,10 +137,18 @@ class DataConfig(_Section):
     """Per-client data from the built-in generator."""
 
     generator: Literal["builtin"] = Field("builtin", description="Data source: the built-in verifiable instruction generator.")
-    train_samples_per_client: int = Field(64, ge=1, description="Training samples per client (also its aggregation weight).")
+    train_samples_per_client: int | list[int] = Field(64, description="Training samples per client (also its FedAvg aggregation weight): one count for every client, or a list of devices.count counts, one per client in device order (clients of different sizes), each >= 1.")
     eval_samples_per_client: int = Field(16, ge=1, description="Held-out samples per client.")
     num_topics: int = Field(6, ge=1, description="Number of built-in topics used.")
     dirichlet_alpha: float = Field(0.5, gt=0, description="Non-IID concentration: each client's topic mix ~ Dirichlet(alpha).")
+
+    @field_validator("train_samples_per_client")
+    @classmethod
+    def _positive_counts(cls, v: int | list[int]) -> int | list[int]:
+        counts = v if isinstance(v, list) else [v]
+        if not counts or min(counts) < 1:
+            raise ValueError(f"every training sample count must be >= 1, got {v}")
+        return v
 
 
 class FLConfig(_Section):
@@ -153,6 +161,7 @@ class FLConfig(_Section):
     seq_len: int = Field(32, ge=4, description="Tokens per sequence.")
     learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate of the local update.")
     eval_batches: int = Field(1, ge=0, description="Held-out batches evaluated after each local update (0: none).")
+    charge_measurement: bool = Field(False, description="Charge the held-out measurement after each local update (evaluation on the client's own and the other clients' eval rows, greedy metric decoding) to the device as compute time and battery energy, like training and alignment. Default false: measurement costs wall time only; the trace's FLOPs per update are training + alignment.")
     policy: PolicyName = Field("sync", description=policy_reference())
     deadline_s: Optional[float] = Field(None, gt=0, description="Round deadline (s) after the round starts, for policy='deadline' (optional for 'overselect'); stragglers are stopped and marked late.")
     overcommit: float = Field(0.3, ge=0, le=10, description="Over-selection fraction x for policy='overselect'.")
