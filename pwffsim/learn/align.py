@@ -15,13 +15,14 @@ mode: no dropout, so the log-probs are those of the policy that sampled).
 """
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .batches import Prompts
 from .data import Sample
+from .model import forward_parameters
 from .state import ProximalTerm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,8 +37,7 @@ def positions(mask: Tensor) -> Tensor:
 def cache_keyword(model: nn.Module) -> str:
     """The KV-cache keyword of the base model's forward: transformers >= 5.2x names it ``cache``
     (``past_key_values`` deprecated)."""
-    fwd_params = inspect.signature(model.get_base_model().forward).parameters
-    return "cache" if "cache" in fwd_params else "past_key_values"
+    return "cache" if "cache" in forward_parameters(model.get_base_model()) else "past_key_values"
 
 
 def leave_one_out_advantages(r: Tensor) -> Tensor:
@@ -121,7 +121,7 @@ class RLOOAligner:
         self.model, self.sampler, self.rewards = model, sampler, rewards
         self.spec, self.prompt_len = spec, prompt_len
 
-    def run(self, prompts: tuple[Tensor, Tensor], samples: Sequence[Sample], gen: torch.Generator,
+    def run(self, prompts: Prompts, samples: Sequence[Sample], gen: torch.Generator,
             params: list[nn.Parameter], prox: ProximalTerm, pref_help: float,
             pref_safe: float) -> float:
         """``align_steps`` RLOO steps with a fresh AdamW on ``params``, prompts drawn from
@@ -136,7 +136,7 @@ class RLOOAligner:
             opt.zero_grad(set_to_none=True)
         return sum(align_r) / len(align_r) if align_r else float("nan")
 
-    def _sample_and_score(self, prompts: tuple[Tensor, Tensor], samples: Sequence[Sample],
+    def _sample_and_score(self, prompts: Prompts, samples: Sequence[Sample],
                           gen: torch.Generator, pref_help: float,
                           pref_safe: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(ids, mask, new, r)``: the drawn prompts (each repeated K times), the sampled
@@ -156,7 +156,7 @@ class RLOOAligner:
                          dtype=torch.float32).view(ts.align_prompts, K)
         return ids, mask, new, r
 
-    def step(self, prompts: tuple[Tensor, Tensor], samples: Sequence[Sample], gen: torch.Generator,
+    def step(self, prompts: Prompts, samples: Sequence[Sample], gen: torch.Generator,
              opt: torch.optim.Optimizer, prox: ProximalTerm, pref_help: float,
              pref_safe: float) -> float:
         """One RLOO step; returns the mean personalized reward of its sampled responses."""

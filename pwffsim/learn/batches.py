@@ -18,6 +18,9 @@ from .data import ClientData, Sample, encode_samples, encoded_length
 
 #: ``(input_ids, labels)`` rows, ``[n, seq_len]`` each.
 Rows = tuple[Tensor, Tensor]
+#: ``(input_ids, attention_mask)`` of left-padded prompts, ``[n, prompt_len]`` each (mask 1 = real
+#: token).
+Prompts = tuple[Tensor, Tensor]
 
 
 def cycled(samples: Sequence[Sample], n: int) -> list[Sample]:
@@ -48,8 +51,8 @@ class ClientBatches:
     """The tokenised tensors of every client (see the module docstring), indexed by client.
 
     ``train[c]``, ``eval[c]``: :data:`Rows`; ``eval_others[c]``: :data:`Rows` or ``None`` (one
-    client, or no eval rows); ``train_prompts[c]``, ``metric_prompts[c]``: ``(ids, mask)``
-    ``[n, prompt_len]``; ``metric_samples[c]``: the samples behind ``metric_prompts[c]``."""
+    client, or no eval rows); ``train_prompts[c]``, ``metric_prompts[c]``: :data:`Prompts`;
+    ``metric_samples[c]``: the samples behind ``metric_prompts[c]``."""
 
     def __init__(self, clients: Sequence[ClientData], tokenizer, seq_len: int, eval_rows: int,
                  metric_prompts: int):
@@ -65,9 +68,9 @@ class ClientBatches:
         self.train: list[Rows] = []
         self.eval: list[Rows] = []
         self.eval_others: list[Rows | None] = []
-        self.train_prompts: list[Rows] = []
+        self.train_prompts: list[Prompts] = []
         self.metric_samples: list[list[Sample]] = []
-        self.metric_prompts: list[Rows] = []
+        self.metric_prompts: list[Prompts] = []
         for c in clients:
             self.train.append(encode_samples(c.train, tokenizer, seq_len))
             self.eval.append(encode_samples(cycled(c.eval, eval_rows), tokenizer, seq_len))
@@ -80,7 +83,7 @@ class ClientBatches:
     def _prompt_ids(self, sample: Sample) -> list[int]:
         return list(self.tokenizer(sample.prompt, add_special_tokens=False)["input_ids"])
 
-    def encode_prompts(self, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
+    def encode_prompts(self, samples: Sequence[Sample]) -> Prompts:
         """Left-padded prompt ids ``[n, prompt_len]`` and their attention mask (1 = real token)."""
         P = self.prompt_len
         ids = torch.full((len(samples), P), self.pad, dtype=torch.long)

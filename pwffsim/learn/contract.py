@@ -18,9 +18,10 @@ Rules every learner keeps:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
 
-from torch import Tensor
+if TYPE_CHECKING:  # pragma: no cover - type hints only: the contract imports without torch
+    from torch import Tensor
 
 
 @dataclass
@@ -46,7 +47,9 @@ class TrainResult:
     num_samples: int          # client's train set size (aggregation weight)
     train_loss: float         # mean loss over the local steps (nan if local_steps == 0)
     eval_loss: float          # on the client's held-out eval set after training (nan if no eval)
-    flops: float              # cost of this update (training, alignment, eval and metrics)
+    # Charged cost of this update: training and alignment, plus held-out eval and metric decoding
+    # if the learner charges measurement (TrainSpec.charge_measurement); FLOPs, token positions.
+    flops: float
     tokens: int
     reward_help: float = float("nan")   # mean helpfulness on metric_prompts held-out prompts (greedy)
     reward_safe: float = float("nan")   # mean harmlessness, same prompts and responses
@@ -74,9 +77,11 @@ class Learner(Protocol):
         ...
 
     def estimate_cost(self) -> tuple[float, int]:
-        """``(flops, tokens)`` of one local update: floating-point operations (FLOPs, not FLOP/s)
-        and token positions computed. Analytic and constant for a learner: it equals what every
-        :meth:`run` reports, so the simulator can price an update before it runs. No timing."""
+        """``(flops, tokens)`` charged for one local update: floating-point operations (FLOPs, not
+        FLOP/s) and token positions computed, of the work the device is charged for (the real
+        learner: training and alignment; held-out measurement only if it is told to charge it).
+        Analytic and constant for a learner: it equals what every :meth:`run` reports, so the
+        simulator can price an update before it runs. No timing."""
         ...
 
     def num_samples(self, client: int) -> int:

@@ -1,70 +1,142 @@
 """The analytic cost of one local update: FLOPs and token positions, counted from the model's shapes.
 
-The simulator turns these FLOPs into compute time and energy with a device profile; nothing here is
-timed. :meth:`pwffsim.learn.train.Learner.estimate_cost` equals what every
+The simulator turns the *charged* FLOPs into compute time and energy with a device profile; nothing
+here is timed. :meth:`pwffsim.learn.train.Learner.estimate_cost` equals what every
 :meth:`~pwffsim.learn.train.Learner.run` reports. (The payload of a transfer is the other cost the
 simulator needs: :func:`pwffsim.learn.aggregate.state_nbytes` of the state sent.)
 
-The model::
+The model (FLOPs of the matmuls; a multiply-add is 2 FLOPs)::
 
     P_mm     = parameters of every matmul weight (Linear/Conv1D incl. LoRA A/B, the adapters'
-               down/up projections and lm_head; not embedding lookups)
-    fwd(L)   = 2 * P_mm + 2 * n_layer * L * d_model     FLOPs per token attending L positions
-               (Kaplan et al. 2020: 2 FLOPs per weight per token + attention scores and sum)
-    bwd(L)   = fwd(L) + 2 * P_trainable                  FLOPs per token (activation gradients cost
-               a forward; weight gradients only for the trainable weights)
+               down/up projections and lm_head; not embedding lookups, not biases)
+    P_ng     = the part of P_mm whose matmul input needs no gradient (it reads the frozen
+               embeddings: with LoRA on the attention input, the first block's projection and its
+               LoRA A); found by one probe forward that records which inputs require grad
+    P_tm     = trainable matmul weights (LoRA A/B, adapter projections; biases excluded: their
+               gradient is a sum, not a matmul)
+    att(L)   = 4 * n_layer * L * d_model   per token attending L positions: Q K^T and A V,
+               2 * L * d_model each (eager attention computes the full L x L scores)
+    fwd(L)   = 2 * P_mm + att(L)                          FLOPs per token (forward)
+    bwd(L)   = 2 * (P_mm - P_ng) + 2 * P_tm + 2 * att(L)  FLOPs per token (backward: input
+               gradients of every matmul that needs them, weight gradients of the trainable ones,
+               and both operands' gradients of both attention matmuls)
     S = seq_len, T = align_max_new_tokens, P = fixed (left-padded) prompt length
     gen(N)   = N * (P * fwd(P) + sum_{i=1}^{T-1} fwd(P + i))   N sequences, KV cache: a prefill
                of P tokens then T-1 single-token steps (the T-th token needs no forward)
     pg(N)    = N * (P + T - 1) * (fwd(P + T - 1) + bwd(P + T - 1))   policy-gradient pass
-    flops    = local_steps * batch_size * S * (fwd(S) + bwd(S))               supervised
-             + align_steps * (gen(A) + pg(A)),  A = align_prompts * align_samples    alignment
-             + E * S * fwd(S) * (1 + [num_clients > 1])   E = eval_batches * batch_size rows,
-                                                          own eval + eval on the others' pool
-             + gen(metric_prompts)                                            greedy metrics
-    tokens   = the token positions of every forward above (padding included: it is computed)
 
-Not counted (negligible or outside the model): the proximal term (O(parameters) per step), the
-optimizer update, sampling, and the reward models (the rule rewards are string comparisons; a
-classifier reward model's FLOPs are not included).
+    parts of one update                                                        charged
+    train                 = local_steps * batch_size * S * (fwd(S) + bwd(S))    always
+    align_generate        = align_steps * gen(A),  A = align_prompts * align_samples   always
+    align_policy_gradient = align_steps * pg(A)                                 always
+    eval                  = E * S * fwd(S) * (1 + [num_clients > 1])   with charge_measurement
+                            E = eval_batches * batch_size rows, own eval + the others' pool
+    metrics               = gen(metric_prompts)   greedy metric decoding    with charge_measurement
+    tokens                = the token positions of every forward of a part (padding included)
+
+Training and alignment change the model, so they cost the device simulated time and battery.
+Held-out evaluation and metric decoding only *measure* it (a real deployment would not run them on
+every device every round): by default (``TrainSpec.charge_measurement = False``) they cost wall
+time only, and :meth:`~pwffsim.learn.train.Learner.estimate_cost` and ``TrainResult.flops`` hold
+the charged parts alone. Every part stays in ``Learner.cost_breakdown``.
+
+Not counted (negligible or outside the model): the softmax, layer norms, activations and bias adds
+(O(L * d) per token, no matmul), the proximal term (O(parameters) per step), the optimizer update,
+sampling, and the reward models (the rule rewards are string comparisons; a classifier reward
+model's FLOPs are not included). Checked against torch's ``FlopCounterMode`` (which counts the
+matmuls) in ``tests/test_learn.py``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
 from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
     from .train import TrainSpec
 
+#: Parts of an update always charged to the device: the work that changes the model.
+TRAINING_PARTS = ("train", "align_generate", "align_policy_gradient")
+#: Parts that only measure the model: charged only with ``TrainSpec.charge_measurement``.
+MEASUREMENT_PARTS = ("eval", "metrics")
 
-def matmul_weight_params(model: nn.Module) -> int:
-    """Parameters of every matmul weight: nn.Linear (incl. LoRA A/B and lm_head) and transformers'
-    Conv1D; embedding lookups excluded. A tied lm_head counts (it is a matmul)."""
+
+def matmul_modules(model: nn.Module) -> list[nn.Module]:
+    """Every matmul module: nn.Linear (incl. LoRA A/B and lm_head) and transformers' Conv1D."""
     try:
         from transformers.pytorch_utils import Conv1D
         kinds: tuple[type, ...] = (nn.Linear, Conv1D)
     except ImportError:  # pragma: no cover
         kinds = (nn.Linear,)
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, kinds))
+    return [m for m in model.modules() if isinstance(m, kinds)]
+
+
+def matmul_weight_params(model: nn.Module) -> int:
+    """Parameters of every matmul weight (:func:`matmul_modules`); embedding lookups excluded. A
+    tied lm_head counts (it is a matmul)."""
+    return sum(m.weight.numel() for m in matmul_modules(model))
+
+
+def trainable_matmul_params(model: nn.Module) -> int:
+    """Parameters of the matmul weights that are trained (biases excluded)."""
+    return sum(m.weight.numel() for m in matmul_modules(model) if m.weight.requires_grad)
+
+
+def no_input_grad_params(model: nn.Module) -> int:
+    """Parameters of the matmul weights whose input needs no gradient in a backward (``P_ng``):
+    one forward of two tokens with gradients on records, per matmul module, whether its input
+    requires grad. The model's mode is restored and no gradient is computed."""
+    flags: dict[int, bool] = {}
+
+    def record(mod: nn.Module, args: tuple, out) -> None:  # returns None: the output is kept
+        flags.setdefault(id(mod), bool(args[0].requires_grad))
+
+    hooks = [m.register_forward_hook(record) for m in matmul_modules(model)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            model(input_ids=torch.zeros((1, 2), dtype=torch.long))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return sum(m.weight.numel() for m in matmul_modules(model) if flags.get(id(m)) is False)
 
 
 @dataclass(frozen=True)
 class TokenFlops:
     """FLOPs per token of one model (the ``fwd``/``bwd``/``gen`` of the module docstring)."""
     matmul_weight_params: int
-    trainable_params: int
+    no_input_grad_params: int
+    trainable_matmul_params: int
     n_layer: int
     d_model: int
 
+    @classmethod
+    def of(cls, model: nn.Module) -> TokenFlops:
+        """The per-token FLOPs of ``model`` (a transformers model with ``num_hidden_layers`` and
+        ``hidden_size`` in its config)."""
+        cfg = model.config
+        return cls(matmul_weight_params=matmul_weight_params(model),
+                   no_input_grad_params=no_input_grad_params(model),
+                   trainable_matmul_params=trainable_matmul_params(model),
+                   n_layer=int(cfg.num_hidden_layers), d_model=int(cfg.hidden_size))
+
+    def attention(self, L: int) -> float:
+        """Forward FLOPs of the two attention matmuls for one token attending ``L`` positions."""
+        return 4.0 * self.n_layer * L * self.d_model
+
     def forward(self, L: int) -> float:
         """FLOPs of a forward for one token attending ``L`` positions."""
-        return 2.0 * self.matmul_weight_params + 2.0 * self.n_layer * L * self.d_model
+        return 2.0 * self.matmul_weight_params + self.attention(L)
 
     def backward(self, L: int) -> float:
         """FLOPs of a backward for one token attending ``L`` positions."""
-        return self.forward(L) + 2.0 * self.trainable_params
+        return (2.0 * (self.matmul_weight_params - self.no_input_grad_params)
+                + 2.0 * self.trainable_matmul_params + 2.0 * self.attention(L))
 
     def generate(self, n: int, prompt_len: int, new_tokens: int) -> tuple[float, int]:
         """``(flops, tokens)`` of generating ``new_tokens`` after ``n`` prompts of ``prompt_len``
@@ -77,7 +149,7 @@ class TokenFlops:
 def update_cost_parts(per_token: TokenFlops, spec: TrainSpec, prompt_len: int,
                       num_clients: int) -> dict[str, tuple[float, int]]:
     """``{part: (flops, tokens)}`` of one local update: ``train``, ``align_generate``,
-    ``align_policy_gradient``, ``eval`` and ``metrics``."""
+    ``align_policy_gradient``, ``eval`` and ``metrics`` (charged or not)."""
     fwd, bwd = per_token.forward, per_token.backward
     P, T, S = prompt_len, spec.align_max_new_tokens, spec.seq_len
     A = spec.align_prompts * spec.align_samples
@@ -96,23 +168,33 @@ def update_cost_parts(per_token: TokenFlops, spec: TrainSpec, prompt_len: int,
     )
 
 
+def charged_parts(spec: TrainSpec) -> tuple[str, ...]:
+    """The parts of an update charged to the device under ``spec`` (see the module docstring)."""
+    return TRAINING_PARTS + (MEASUREMENT_PARTS if spec.charge_measurement else ())
+
+
 def update_cost(model: nn.Module, spec: TrainSpec, trainable_params: int, prompt_len: int,
                 num_clients: int) -> tuple[tuple[float, int], dict]:
-    """``((flops, tokens), breakdown)`` of one local update of ``model`` (a transformers model with
-    ``num_hidden_layers`` and ``hidden_size`` in its config) under ``spec``; ``breakdown`` holds the
-    per-token FLOPs, the token counts and ``flops_by_part`` / ``tokens_by_part``."""
-    cfg = model.config
-    per_token = TokenFlops(matmul_weight_params=matmul_weight_params(model),
-                           trainable_params=trainable_params,
-                           n_layer=int(cfg.num_hidden_layers), d_model=int(cfg.hidden_size))
+    """``((flops, tokens), breakdown)`` of one local update of ``model`` under ``spec``: the charged
+    FLOPs and tokens (:func:`charged_parts`). ``breakdown`` holds the per-token FLOPs and their
+    terms, ``flops_by_part`` / ``tokens_by_part`` of every part, ``charged_parts``, the charged
+    totals ``flops_charged`` / ``tokens_charged`` and the totals of every part ``flops_all`` /
+    ``tokens_all``."""
+    per_token = TokenFlops.of(model)
     parts = update_cost_parts(per_token, spec, prompt_len, num_clients)
+    charged = charged_parts(spec)
     S = spec.seq_len
+    total = (float(sum(parts[k][0] for k in charged)), int(sum(parts[k][1] for k in charged)))
     breakdown = dict(
-        matmul_weight_params=per_token.matmul_weight_params, trainable_params=trainable_params,
-        n_layer=per_token.n_layer, d_model=per_token.d_model,
+        matmul_weight_params=per_token.matmul_weight_params,
+        no_input_grad_params=per_token.no_input_grad_params,
+        trainable_matmul_params=per_token.trainable_matmul_params,
+        trainable_params=trainable_params, n_layer=per_token.n_layer, d_model=per_token.d_model,
         forward_flops_per_token=per_token.forward(S), backward_flops_per_token=per_token.backward(S),
         prompt_len=prompt_len, train_tokens=parts["train"][1], eval_tokens=parts["eval"][1],
         flops_by_part={k: float(v[0]) for k, v in parts.items()},
-        tokens_by_part={k: int(v[1]) for k, v in parts.items()})
-    total = (float(sum(v[0] for v in parts.values())), int(sum(v[1] for v in parts.values())))
+        tokens_by_part={k: int(v[1]) for k, v in parts.items()},
+        charged_parts=charged, flops_charged=total[0], tokens_charged=total[1],
+        flops_all=float(sum(v[0] for v in parts.values())),
+        tokens_all=int(sum(v[1] for v in parts.values())))
     return total, breakdown

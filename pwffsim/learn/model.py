@@ -1,7 +1,13 @@
 """Base causal LM (the shipped tiny GPT-2 or a local Hugging Face checkpoint) + LoRA via peft +
-bottleneck adapters (:mod:`pwffsim.learn.adapters`) after every block's MLP."""
+bottleneck adapters (:mod:`pwffsim.learn.adapters`) after every block's MLP.
+
+The base is loaded with **eager attention** (``attn_implementation="eager"``): the attention scores
+``Q K^T`` and the weighted sum ``A V`` are plain matmuls, so torch's ``FlopCounterMode`` sees them and
+the analytic FLOP count (:mod:`pwffsim.learn.cost`) can be checked against it (on CPU, SDPA's fused
+kernel is invisible to it). On the shipped tiny base a local update takes the same time either way."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +16,9 @@ import torch
 from .pretrain import DEFAULT_BASE_DIR
 
 BUILTIN_TINY = "builtin-tiny"
+
+#: Attention implementation every base is loaded with (see the module docstring).
+ATTN_IMPLEMENTATION = "eager"
 
 #: Per-architecture default LoRA targets; other model types fall back to peft's own mapping.
 DEFAULT_TARGET_MODULES: dict[str, tuple[str, ...]] = {"gpt2": ("c_attn",)}
@@ -77,11 +86,24 @@ def _gguf_file(spec: "ModelSpec") -> str | None:
     return SMOLLM2_GGUF if spec.source == SMOLLM2 else None
 
 
+def position_limit(config) -> int | None:
+    """A model config's maximum sequence length in positions (``n_positions`` or
+    ``max_position_embeddings``; None if it says neither)."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
+def forward_parameters(module) -> set[str]:
+    """The names of the parameters ``module.forward`` accepts (to pick the keyword arguments a model
+    of any architecture or transformers version takes)."""
+    return set(inspect.signature(module.forward).parameters)
+
+
 def load_base(spec: ModelSpec):
     """``(model, tokenizer)`` from ``spec.source``: ``"builtin-tiny"`` is the shipped tiny GPT-2
     (:data:`DEFAULT_BASE_DIR`), anything else a local checkpoint directory loaded with
-    ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` (no network). A tokenizer without a
-    pad token gets pad = eos. Raises ``ValueError`` naming the path if it is missing or unloadable."""
+    ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` (no network), with eager attention
+    (:data:`ATTN_IMPLEMENTATION`). A tokenizer without a pad token gets pad = eos. Raises
+    ``ValueError`` naming the path if it is missing or unloadable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
@@ -93,7 +115,8 @@ def load_base(spec: ModelSpec):
         gguf = {"gguf_file": _gguf_file(spec)} if _gguf_file(spec) else {}
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **gguf)
         model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **gguf,
-                                                     dtype=torch.float32)
+                                                     dtype=torch.float32,
+                                                     attn_implementation=ATTN_IMPLEMENTATION)
     except Exception as e:  # noqa: BLE001 - re-raised with the path named
         raise ValueError(f"cannot load a causal LM and tokenizer from {str(path)!r}: "
                          f"{type(e).__name__}: {e}") from e

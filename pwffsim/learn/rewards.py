@@ -161,17 +161,14 @@ class ClassifierReward:
         else:
             self.positive_label = 0
         self._set_padding()
-        tok, cfg = self.tokenizer, self.model.config
-        limits = [int(v) for v in (getattr(tok, "model_max_length", None),
-                                   getattr(cfg, "n_positions", None),
-                                   getattr(cfg, "max_position_embeddings", None))
+        from .model import forward_parameters, position_limit
+
+        limits = [int(v) for v in (getattr(self.tokenizer, "model_max_length", None),
+                                   position_limit(self.model.config))
                   if v and 0 < v < 1_000_000]
         self.max_length = min(limits) if limits else 512
-        import inspect
-
-        params = inspect.signature(self.model.forward).parameters
-        self._inputs = {k for k in ("input_ids", "attention_mask", "token_type_ids")
-                        if k in params}
+        self._inputs = {"input_ids", "attention_mask", "token_type_ids"} & forward_parameters(
+            self.model)
 
     def _load(self):
         """``(tokenizer, model)`` of the checkpoint directory ``self.path`` (local files only)."""

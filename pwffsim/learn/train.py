@@ -30,7 +30,7 @@ from .batches import ClientBatches, Rows, epoch_order
 from .contract import TrainJob, TrainResult
 from .cost import update_cost
 from .data import ClientData, DataSpec, build_client_datasets
-from .model import ModelSpec, build_peft_model
+from .model import ModelSpec, build_peft_model, position_limit
 from .state import GROUPS, TrainableState
 
 __all__ = ["GROUPS", "Learner", "TrainJob", "TrainResult", "TrainSpec"]
@@ -75,17 +75,15 @@ class TrainSpec:
     metric_prompts: int = 8        # held-out prompts for reward metrics (greedy); 0 = none (nan)
     help_reward: str = "help-rule"  # reward models (pwffsim.learn.rewards.build_reward_model)
     safe_reward: str = "safe-rule"
+    # Charge the measurement (held-out eval and greedy metric decoding) to the device's FLOPs too;
+    # default: only training and alignment are charged (pwffsim.learn.cost).
+    charge_measurement: bool = False
 
     def __post_init__(self) -> None:
         for name, requirement, violated in _TRAIN_SPEC_LIMITS:
             value = getattr(self, name)
             if violated(value):
                 raise ValueError(f"{name} must be {requirement}, got {value}")
-
-
-def _position_limit(config) -> int | None:
-    """The model's maximum sequence length in positions (None if its config does not say)."""
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
 def _check_preferences(job: TrainJob) -> None:
@@ -115,8 +113,10 @@ class Learner:
     mean rule rewards of greedy responses to the client's first ``metric_prompts`` eval prompts
     (cycled), ``objective = w_help * reward_help + w_safe * reward_safe``.
 
-    **FLOPs model**: analytic, in :mod:`pwffsim.learn.cost`; :meth:`estimate_cost` equals what
-    :meth:`run` reports, and ``cost_breakdown`` holds its parts.
+    **FLOPs model**: analytic, in :mod:`pwffsim.learn.cost`; :meth:`estimate_cost` (the charged
+    FLOPs: training and alignment, plus evaluation and metrics with
+    ``TrainSpec.charge_measurement``) equals what :meth:`run` reports, and ``cost_breakdown`` holds
+    every part and which are charged.
     """
 
     def __init__(self, model_spec: ModelSpec, data_spec: DataSpec, train_spec: TrainSpec,
@@ -127,7 +127,7 @@ class Learner:
         ts = train_spec
         self.model, self.tokenizer = build_peft_model(model_spec)
         self.model.eval()
-        n_pos = _position_limit(self.model.config)
+        n_pos = position_limit(self.model.config)
         if n_pos is not None and ts.seq_len > n_pos:
             raise ValueError(f"seq_len {ts.seq_len} exceeds the model's {n_pos} positions")
         self.clients: list[ClientData] = build_client_datasets(data_spec)
@@ -184,7 +184,8 @@ class Learner:
         return {k: v.clone() for k, v in self.trainable_state.initial.items()}
 
     def estimate_cost(self) -> tuple[float, int]:
-        """``(flops, tokens)`` of one :meth:`run` (see :mod:`pwffsim.learn.cost`)."""
+        """The charged ``(flops, tokens)`` of one :meth:`run` (see :mod:`pwffsim.learn.cost`;
+        every part in :attr:`cost_breakdown`)."""
         return self._cost
 
     # ---------------------------------------------------------------------------------- work

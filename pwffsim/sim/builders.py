@@ -31,7 +31,8 @@ def learner_specs(sc: Scenario):
                            learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
                            align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
                            align_max_new_tokens=pw.align_max_new_tokens, align_learning_rate=pw.align_learning_rate,
-                           metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward)
+                           metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward,
+                           charge_measurement=f.charge_measurement)
     return model_spec, data_spec, train_spec
 
 
