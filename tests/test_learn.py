@@ -345,3 +345,14 @@ def test_learning_side_does_not_import_simpy():
                        timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_contract_imports_without_torch():
+    """The orchestrator's contract with a learner needs no torch (tensors are type hints only)."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from pwffsim.learn.contract import Learner, TrainJob, TrainResult\n"
+            "print(TrainJob(client=0, round=0, seed=0, start_state={}).client)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "0"
