@@ -12,7 +12,9 @@ from pwffsim.learn.data import DataSpec
 from pwffsim.learn.model import ModelSpec
 from pwffsim.learn.train import Learner, TrainJob, TrainSpec
 
-TOL = 0.03  # the analytic count within 3% of FlopCounterMode
+# The analytic count against FlopCounterMode: equal today; 1% (tighter than the 3% asked for) so
+# that counting only one of the two attention matmuls fails at seq_len 16 too (2.4% off there).
+TOL = 0.01
 # The shipped tiny base: 2 blocks, d = 64; LoRA r = 8 on c_attn; adapters m = 16 (ModelSpec defaults).
 N_LAYER, D, R, M = 2, 64, 8, 16
 SMALL_DATA = dict(num_clients=3, train_samples_per_client=8, eval_samples_per_client=4)
