@@ -1,4 +1,5 @@
-"""SHA-256 of the trace tables of the default scenario and every example scenario (seed 0).
+"""SHA-256 of the traces (events, rounds, clients, final, summary) of the default scenario, every example
+scenario and a short run of every policy and selector (seed 0).
 
 A refactor must not change a single byte of what a run writes.  Record the hashes before it, check
 them after:
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("events.csv", "rounds.csv", "clients.csv")
+TABLES = ("events.csv", "rounds.csv", "clients.csv", "final.csv", "summary.json")
 
 
 # Beyond the examples: every aggregation policy and selector on a short default run, so the round

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="run aggregation policies on the same seeds (common random numbers)")
     c.add_argument("scenario", nargs="?", default=None)
     c.add_argument("--policy", action="append", required=True,
-                   help="NAME[:PARAM][@SELECTOR], e.g. sync, deadline:0.5, overselect:0.3@oort (repeat)")
+                   help="NAME[:P1[,P2]][@SELECTOR], e.g. sync, deadline:0.5, overselect:0.3,2.0@oort, fedavgm:0.9 (repeat)")
     c.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,2,5")
     c.add_argument("--out", default="runs/compare")
     c.add_argument("--set", action="append", metavar="KEY=VALUE")

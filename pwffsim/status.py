@@ -16,8 +16,6 @@ class Status:
     OFFLINE = "offline"  # the device went offline (availability trace)
     DETACHED = "detached"  # a transfer between two cells during a handover interruption (never written)
 
-    ENDED = (OK, LATE, DROPPED, OFFLINE)  # the statuses a trace row can carry
-
 
 class Kind:
     """What an events row is."""

@@ -117,6 +117,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+_COLUMN_SETS = {t: frozenset(columns(t)) for t in TABLES}
+
+
 class TraceWriter:
     """Collects rows, appends CSV at each :meth:`flush`, writes Parquet at :meth:`close`."""
 
@@ -133,10 +136,10 @@ class TraceWriter:
                 pq_path.unlink()  # a stale file from an earlier run must not pass for this one
 
     def add(self, table: str, **row: Any) -> None:
-        cols = SCHEMAS[table]
-        missing = [c for c, _, _ in cols if c not in row]
-        extra = [k for k in row if k not in {c for c, _, _ in cols}]
-        if missing or extra:
+        if row.keys() != _COLUMN_SETS[table]:
+            cols = columns(table)
+            missing = [c for c in cols if c not in row]
+            extra = [k for k in row if k not in _COLUMN_SETS[table]]
             raise KeyError(f"trace row for '{table}': missing {missing}, unknown {extra}")
         self._pending[table].append(row)
 
@@ -157,9 +160,10 @@ class TraceWriter:
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         self.flush()
-        for name, cols in SCHEMAS.items():
-            schema = pa.schema([(c, t) for c, t, _ in cols])
-            data = {c: [r[c] for r in self._rows[name]] for c, _, _ in cols}
+        for name in TABLES:
+            types = column_types(name)
+            schema = pa.schema(list(types.items()))
+            data = {c: [r[c] for r in self._rows[name]] for c in types}
             table = pa.Table.from_pydict(data, schema=schema)
             pq.write_table(table, self.out_dir / f"{name}.parquet")
         if summary is not None:

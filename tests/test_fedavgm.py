@@ -80,3 +80,22 @@ def test_compare_specs_that_do_not_fit_the_registry_are_refused():
                      ("overselect:1,2,3", "expected overselect"), ("fedavg-x", "unknown name")]:
         with pytest.raises(ValueError, match=msg):
             policy_overrides(bad)
+
+
+def test_one_policy_object_serves_runs_one_after_the_other():
+    """Per-run state (the velocity) starts afresh at every run: two runs with the same object agree."""
+    from pwffsim.sim.policies import FedAvgMPolicy
+
+    sc = scenario_from_dict({
+        "devices": {"count": 3, "placement": "explicit", "positions_m": [[100.0, 0.0], [0.0, 100.0], [-100.0, 0.0]]},
+        "channel": {"fading": "none", "shadowing_sigma_db": 0.0},
+        "fl": {"rounds": 2, "clients_per_round": 3},
+        "pwff": {"scheme": "fedavg-all"},
+    })
+    policy = FedAvgMPolicy(server_momentum=0.5)
+    got = []
+    for _ in range(2):
+        sim = Simulation(sc, learner=StubLearner(4_000, 1e9), policy=policy)
+        sim.run()
+        got.append(float(sim.state.global_state["w"][0]))
+    assert got == pytest.approx([-2.5 * G, -2.5 * G], rel=1e-6)

@@ -9,9 +9,25 @@ def _modules_after(code: str) -> set[str]:
     return set(out.split("@@MODULES@@", 1)[1].split())
 
 
+def _every_module(package: str) -> str:
+    """Code that imports every module of ``package`` (walked, so a new module is covered too)."""
+    import importlib
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    names = [m.name for m in pkgutil.walk_packages(pkg.__path__, prefix=package + ".")]
+    assert len(names) > 3, names
+    return "\n".join(f"import {n}" for n in names)
+
+
 def test_network_side_never_imports_torch():
-    mods = _modules_after("import pwffsim.net.channel, pwffsim.net.radio, pwffsim.net.device, pwffsim.net.placement")
+    mods = _modules_after(_every_module("pwffsim.net"))
     assert "torch" not in mods and "transformers" not in mods
+
+
+def test_learning_side_never_imports_simpy():
+    mods = _modules_after(_every_module("pwffsim.learn"))
+    assert "simpy" not in mods
 
 
 def test_validating_a_scenario_does_not_import_torch():

@@ -18,7 +18,6 @@ import numpy as np
 
 from .channel import BlockFading, coherence_time_s, db_to_linear
 
-DIRECTIONS = ("ul", "dl")
 _GAIN_CACHE_MAX = 100_000  # cached large-scale gains before the cache is cleared (memory bound)
 
 

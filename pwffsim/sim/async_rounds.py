@@ -10,7 +10,7 @@ import math
 
 import simpy
 
-from ..status import Status, StopCause
+from ..status import StopCause
 from .rounds import RoundLoop
 from .state import ClientOutcome
 
@@ -93,7 +93,7 @@ class AsyncRounds(RoundLoop):
         if out.handle is not None:
             res = out.result()
             self.keep_personal(k, res)
-            if out.status == Status.OK:
+            if out.arrived:
                 self.buffer.append((out, res))
 
     def aggregate_buffer(self, r: int):

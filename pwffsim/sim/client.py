@@ -36,7 +36,7 @@ class ClientLifecycle:
 
     def round(self, r: int, dev: Device, down_bytes: int, up_bytes: int):
         """One client's round (a SimPy process body); returns its :class:`ClientOutcome`."""
-        out = ClientOutcome(client=dev.index, start_global=self.policy.start_model(self.state, self.world, dev),
+        out = ClientOutcome(client=dev.index, start_global=self.policy.start_model(dev),
                             start_version=self.state.version, t_start_s=self.env.now)
         for phase in self._phases(down_bytes):
             status = yield from self._phase(r, dev, phase, out, down_bytes, up_bytes)
@@ -65,7 +65,7 @@ class ClientLifecycle:
         if phase in (Kind.DOWNLOAD, Kind.UPLOAD):
             nbytes = down_bytes if phase == Kind.DOWNLOAD else up_bytes
             return (yield from self.transfer(r, dev, phase, nbytes, out))
-        server, cell = self.policy.aggregation_node(self.world, dev), self.world.cell_id(dev)
+        server, cell = self.policy.aggregation_node(dev), self.world.cell_id(dev)
         if phase == "backhaul-down":
             return (yield from self.backhaul(r, dev, server, cell, down_bytes))
         return (yield from self.backhaul(r, dev, cell, server, up_bytes))

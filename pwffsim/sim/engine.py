@@ -57,7 +57,7 @@ class Simulation:
         self._own_executor = executor is None
         self.executor = executor if executor is not None else build_executor(scenario, self.learner)
         self.policy = policy if policy is not None else build_policy(scenario)
-        self.recorder = Recorder(None, self.cells)
+        self.recorder = Recorder(None, self.world.cell_id)
         init = self.learner.initial_state()
         self.split = ModelSplit.of(self.learner, init, scenario.pwff.global_groups)
         self.state = RunState(global_state=self.split.global_part(init))
@@ -65,8 +65,7 @@ class Simulation:
         self.flops, self.tokens = self.learner.estimate_cost()
         self.selection_rng = stream(scenario.seed, STREAM_SELECTION)
         self.on_round = on_round
-        self.policy.bind(ServerView(self.env, self.world, self.state, self.split, self.recorder,
-                                    self.state.payload_bytes))
+        self.policy.bind(ServerView(self.env, self.world, self.state, self.split, self.recorder))
         self.selector = build_selector(scenario)
         self.availability = load_availability(scenario)
         if scenario.channel.interference and len(self.cells) > 1:
@@ -89,8 +88,10 @@ class Simulation:
                                   TrainJobs(sc, self.state, self.split, self.pref_help), self.flops, self.policy)
         loop = AsyncRounds if self.policy.asynchronous else SyncRounds
         fl = RoundsConfig(sc.fl.rounds, sc.fl.clients_per_round, sc.fl.aggregation_time_s)
-        server = loop(self.env, self.world, self.state, self.split, self.policy, self.selector, self.selection_rng,
-                      self.recorder, clients, self.learner, self.availability, fl, self.pref_help, self.on_round)
+        server = loop(env=self.env, world=self.world, state=self.state, split=self.split, policy=self.policy,
+                      selector=self.selector, selection_rng=self.selection_rng, recorder=self.recorder,
+                      clients=clients, learner=self.learner, availability=self.availability, fl=fl,
+                      pref_help=self.pref_help, on_round=self.on_round)
         return server, clients
 
     def run(self) -> dict:
@@ -125,6 +126,6 @@ class Simulation:
 
     def summary(self) -> dict:
         return self.recorder.summary(
-            scenario=self.sc.name, seed=self.sc.seed, stopped_reason=self.state.stopped_reason, flops=self.flops,
-            scheme=self.sc.pwff.scheme, payload_bytes=self.state.payload_bytes(),
+            scenario=self.sc.name, seed=self.sc.seed, stopped_reason=self.state.stopped_reason,
+            flops_per_update=self.flops, scheme=self.sc.pwff.scheme, payload_bytes=self.state.payload_bytes(),
             devices_alive=sum(d.alive for d in self.devices))

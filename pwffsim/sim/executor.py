@@ -1,6 +1,6 @@
 """Where real training runs.
 
-The orchestrator submits a :class:`~pwffsim.learn.train.TrainJob` when a client's computation starts
+The orchestrator submits a :class:`~pwffsim.learn.contract.TrainJob` when a client's computation starts
 in simulated time and asks for its result only at the aggregation event.  A job's result depends only
 on the job and the learner's specs (its seed included), so the executor never changes a run's
 tables: in-process and process-pool runs give identical traces.

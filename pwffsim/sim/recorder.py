@@ -7,7 +7,7 @@ documented column lists.  It also derives the run summary from those rows.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -21,9 +21,11 @@ def rate_bps(nbytes: int, duration_s: float) -> float:
 
 
 class Recorder:
-    def __init__(self, writer: Any, cells: Sequence):
+    """``cell_id(dev)`` names a device's serving cell; ``writer`` (None: rows in memory only) writes."""
+
+    def __init__(self, writer: Any, cell_id: Callable[[Any], str]):
         self.writer = writer
-        self.cells = cells
+        self.cell_id = cell_id
         self.events: list[dict] = []
         self.rounds: list[dict] = []
         self.clients: list[dict] = []
@@ -49,7 +51,7 @@ class Recorder:
               energy: float, status: str, cell: Optional[str] = None, cell_from: str = "") -> None:
         """One timed activity; ``dev`` None for the server."""
         if cell is None:
-            cell = "" if dev is None else self.cells[dev.cell].id
+            cell = "" if dev is None else self.cell_id(dev)
         self._row(
             "events", t_start_s=float(t0), t_end_s=float(t1), round=r,
             client=-1 if dev is None else dev.index, cell=cell, cell_from=cell_from,
@@ -113,16 +115,16 @@ class Recorder:
                   objective=float(metrics["objective"]))
 
     # ------------------------------------------------------------------ summary
-    def summary(self, **run: Any) -> dict:
-        """The run summary: ``run`` (scenario, seed, stopped_reason, scheme, flops, payload, devices_alive)
-        plus totals of the trace rows."""
+    def summary(self, *, scenario: str, seed: int, stopped_reason: str, flops_per_update: float, scheme: str,
+                payload_bytes: int, devices_alive: int) -> dict:
+        """The run summary: what the run says of itself plus totals of the trace rows."""
         rounds = self.rounds
         finite = [r["train_loss"] for r in rounds if not math.isnan(r["train_loss"])]
         return {
-            "scenario": run["scenario"],
-            "seed": run["seed"],
+            "scenario": scenario,
+            "seed": seed,
             "rounds": len(rounds),
-            "stopped_reason": run["stopped_reason"],
+            "stopped_reason": stopped_reason,
             "simulated_time_s": rounds[-1]["t_end_s"] if rounds else 0.0,
             "total_device_energy_j": float(sum(e["energy_j"] for e in self.events)),
             "bytes_up": int(sum(r["bytes_up"] for r in rounds)),
@@ -133,11 +135,11 @@ class Recorder:
             "offline": int(sum(r["offline"] for r in rounds)),
             "first_train_loss": finite[0] if finite else None,
             "final_train_loss": finite[-1] if finite else None,
-            "training_flops_per_update": float(run["flops"]),
-            "scheme": run["scheme"],
-            "payload_bytes_per_transfer": int(run["payload_bytes"]),
+            "training_flops_per_update": float(flops_per_update),
+            "scheme": scheme,
+            "payload_bytes_per_transfer": int(payload_bytes),
             **self._final_means(),
-            "devices_alive": int(run["devices_alive"]),
+            "devices_alive": int(devices_alive),
         }
 
     def _final_means(self) -> dict[str, Optional[float]]:

@@ -34,7 +34,7 @@ class RoundsConfig:
 class RoundLoop:
     """The skeleton both variants share; :meth:`run` is the server's SimPy process body."""
 
-    def __init__(self, env: simpy.Environment, world: World, state: RunState, split: ModelSplit, policy: Any,
+    def __init__(self, *, env: simpy.Environment, world: World, state: RunState, split: ModelSplit, policy: Any,
                  selector: Any, selection_rng: np.random.Generator, recorder: Recorder, clients: ClientLifecycle,
                  learner: Any, availability: Any, fl: RoundsConfig, pref_help: Sequence[float],
                  on_round: Optional[Callable[[dict], None]] = None):
@@ -123,7 +123,7 @@ class RoundLoop:
 
     def note_outcome(self, out: ClientOutcome, t_start: float) -> None:
         """What selectors remember of a client: its round's duration and its training loss."""
-        if out.status == Status.OK:
+        if out.arrived:
             self.state.last_duration_s[out.client] = out.t_arrival_s - t_start
         if out.handle is not None:
             self.state.last_loss[out.client] = float(out.result().train_loss)

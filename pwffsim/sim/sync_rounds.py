@@ -39,7 +39,7 @@ class SyncRounds(RoundLoop):
         t_agg = env.now
         yield env.timeout(self.fl.aggregation_time_s)
         results = {k: o.result() for k, o in sorted(outcomes.items()) if o.handle is not None}
-        arrived = [k for k in sorted(outcomes) if outcomes[k].status == Status.OK]
+        arrived = [k for k in sorted(outcomes) if outcomes[k].arrived]
         for k, res in results.items():
             self.keep_personal(k, res)
         updates = [self.update_of(outcomes[k], results[k], 0) for k in arrived]
@@ -81,7 +81,7 @@ class SyncRounds(RoundLoop):
             for k in sorted(pending):
                 if not procs[k].is_alive:
                     pending.discard(k)
-                    if procs[k].value.status == Status.OK:
+                    if procs[k].value.arrived:
                         arrivals.append((procs[k].value.t_arrival_s, k))
             if (deadline_ev is not None and deadline_ev.processed) or (need is not None and len(arrivals) >= need):
                 break

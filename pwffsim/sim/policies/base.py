@@ -3,8 +3,9 @@
 A policy owns its rule: *which* updates it aggregates (the synchronous hooks: how many clients a round
 selects, its deadline, how many arrivals count; the asynchronous hooks: when the buffer is ready),
 *when* (synchronous rounds or asynchronous arrivals), and *with which weights* (:meth:`aggregate`).
-The arithmetic of averaging lives once, in :mod:`pwffsim.learn.aggregate`; the round loops in
-:mod:`pwffsim.sim.rounds` call these hooks and never name a policy.
+The arithmetic of averaging lives once, in :mod:`pwffsim.learn.aggregate`; the round loops
+(:mod:`pwffsim.sim.sync_rounds`, :mod:`pwffsim.sim.async_rounds`) and the client lifecycle
+(:mod:`pwffsim.sim.client`) call these hooks and never name a policy.
 
 Policies are built from the scenario's ``[fl]`` section: :attr:`parameters` lists the ``fl`` fields
 the constructor takes (in the order ``pwffsim compare`` reads ``NAME:P1,P2``), :attr:`required` those
@@ -12,9 +13,9 @@ that must be set.  Importing a policy never imports torch (the maths is imported
 """
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 from ..state import ClientUpdate
 
@@ -28,11 +29,11 @@ class ServerView:
     state: Any                           # RunState: global, personal and edge parts, versions
     split: Any                           # ModelSplit: which keys are global
     recorder: Any                        # Recorder (trace rows)
-    payload_bytes: Callable[[], int]     # bytes of the global part
 
 
-class AggregationPolicy(ABC):
-    """Base class.  Subclasses set :attr:`name` and :attr:`summary` and implement :meth:`aggregate`."""
+class AggregationPolicy:
+    """Base class: synchronous FedAvg with every hook at its default.  A policy sets :attr:`name` and
+    :attr:`summary` and overrides the hooks and the :meth:`aggregate` rule it changes."""
 
     name: ClassVar[str]
     summary: ClassVar[str]                       # one line for the scenario reference
@@ -46,7 +47,8 @@ class AggregationPolicy(ABC):
         return cls(**{p: getattr(fl, p) for p in cls.parameters})
 
     def bind(self, server: ServerView) -> None:
-        """Called once before the run; a policy that needs more of the world checks it here."""
+        """Called once before each run: a policy resets its own per-run state here and checks the
+        world it needs.  The same policy object may serve several runs, one after the other."""
         self.server = server
 
     # ---------------------------------------------------------------- synchronous rounds
@@ -69,18 +71,21 @@ class AggregationPolicy(ABC):
         return False
 
     # ---------------------------------------------------------------- where models travel
-    def start_model(self, state: Any, world: Any, dev: Any) -> dict:
+    def start_model(self, dev: Any) -> dict:
         """The global part a client downloads at the start of its round."""
-        return state.global_state
+        return self.server.state.global_state
 
-    def aggregation_node(self, world: Any, dev: Any) -> str:
+    def aggregation_node(self, dev: Any) -> str:
         """The topology node a device's updates travel to over the backhaul."""
-        return world.topology.cloud
+        return self.server.world.topology.cloud
 
     # ---------------------------------------------------------------- the rule
-    @abstractmethod
     def aggregate(self, server_round: int, current: dict, updates: Sequence[ClientUpdate]) -> dict:
-        """The new global part from the current one and the clients' updates (global parts only)."""
+        """The new global part from the current one and the clients' updates (global parts only).
+        By default FedAvg: the sample-weighted mean of the updates."""
+        from ...learn.aggregate import weighted_mean
+
+        return weighted_mean([u.params for u in updates], [float(u.num_samples) for u in updates])
 
     def aggregation_process(self, server_round: int, updates: Sequence[ClientUpdate]):
         """A SimPy process body run at the aggregation instant; by default it replaces the global part
@@ -96,12 +101,10 @@ class AggregationPolicy(ABC):
         return f"{type(self).__name__}({args})"
 
 
-def check_positive(name: str, value: Optional[float], allow_none: bool = False) -> Optional[float]:
-    """``value`` as a float if it is a positive finite number (or None when allowed), else ValueError."""
-    import math
-
+def check_seconds(name: str, value: Optional[float], allow_none: bool = False) -> Optional[float]:
+    """``value`` (s) as a float if it is a positive finite number (or None when allowed), else ValueError."""
     if value is None and allow_none:
         return None
     if value is None or not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
+        raise ValueError(f"{name} must be a positive finite number of seconds, got {value}")
     return float(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import check_positive
+from .base import check_seconds
 from .fedavg import SyncPolicy
 
 
@@ -15,7 +15,7 @@ class DeadlinePolicy(SyncPolicy):
     required = ("deadline_s",)
 
     def __init__(self, deadline_s: float):
-        self.deadline = check_positive("deadline_s", deadline_s)
+        self.deadline = check_seconds("deadline_s", deadline_s)
 
     def deadline_s(self, round_index: int) -> Optional[float]:
         return self.deadline

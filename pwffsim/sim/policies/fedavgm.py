@@ -4,7 +4,7 @@ keeps a velocity ``v <- beta v + g`` (``v = g`` at the first aggregation) and st
 ``global <- global - eta_g v``.  With ``beta = 0`` and ``eta_g = 1`` it is FedAvg."""
 from __future__ import annotations
 
-from .fedavg import SyncPolicy, fedavg
+from .fedavg import SyncPolicy
 
 
 class FedAvgMPolicy(SyncPolicy):
@@ -18,9 +18,13 @@ class FedAvgMPolicy(SyncPolicy):
         self.server_momentum, self.server_lr = float(server_momentum), float(server_lr)
         self.velocity = None  # float64 tensors, per global key, after the first aggregation
 
+    def bind(self, server) -> None:
+        super().bind(server)
+        self.velocity = None  # a new run starts without momentum
+
     def aggregate(self, server_round, current, updates):
         from ...learn.aggregate import momentum_step
 
-        new, self.velocity = momentum_step(current, fedavg(updates), self.velocity, self.server_momentum,
-                                           self.server_lr)
+        mean = super().aggregate(server_round, current, updates)
+        new, self.velocity = momentum_step(current, mean, self.velocity, self.server_momentum, self.server_lr)
         return new

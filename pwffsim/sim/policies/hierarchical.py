@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .base import check_positive
-from .fedavg import SyncPolicy, fedavg
+from .base import check_seconds
+from .fedavg import SyncPolicy
 
 
 class HierarchicalPolicy(SyncPolicy):
@@ -21,7 +21,7 @@ class HierarchicalPolicy(SyncPolicy):
         if cloud_every < 1:
             raise ValueError(f"cloud_every must be >= 1, got {cloud_every}")
         self.cloud_every = int(cloud_every)
-        self.deadline = check_positive("deadline_s", deadline_s, allow_none=True)
+        self.deadline = check_seconds("deadline_s", deadline_s, allow_none=True)
         self.edges: list[str] = []
         self.edge_samples: dict[str, float] = {}  # samples each edge aggregated since the last cloud round
 
@@ -44,41 +44,37 @@ class HierarchicalPolicy(SyncPolicy):
     def cloud_round(self, round_index: int) -> bool:
         return (round_index + 1) % self.cloud_every == 0
 
-    def start_model(self, state, world, dev) -> dict:
-        return state.edge_state[world.edge_of(dev)]
+    def start_model(self, dev) -> dict:
+        return self.server.state.edge_state[self.server.world.edge_of(dev)]
 
-    def aggregation_node(self, world, dev) -> str:
-        return world.edge_of(dev)
+    def aggregation_node(self, dev) -> str:
+        return self.server.world.edge_of(dev)
 
     def aggregation_process(self, server_round, updates):
-        """Edge aggregation every round; cloud aggregation over the backhaul every ``cloud_every`` rounds."""
+        """Each edge's FedAvg (:meth:`aggregate`) every round; the cloud's mean over the backhaul every
+        ``cloud_every`` rounds."""
         srv = self.server
         state, world = srv.state, srv.world
         for e in self.edges:
             mine = [u for u in updates if world.edge_of(world.devices[u.client]) == e]
             if mine and srv.split.global_keys:
-                state.edge_state[e] = fedavg(mine)
+                state.edge_state[e] = self.aggregate(server_round, state.edge_state[e], mine)
                 self.edge_samples[e] += sum(float(u.num_samples) for u in mine)
         if not self.cloud_round(server_round) or not srv.split.global_keys:
             return
-        nbytes = srv.payload_bytes()
+        nbytes = state.payload_bytes()
         cloud = world.topology.cloud
         yield from self._backhaul_all(server_round, nbytes, {e: (e, cloud) for e in self.edges})
         contributing = [e for e in self.edges if self.edge_samples[e] > 0]
         if contributing:
-            state.global_state = self.aggregate(server_round, state.global_state, [])
+            from ...learn.aggregate import weighted_mean
+
+            state.global_state = weighted_mean([state.edge_state[e] for e in contributing],
+                                               [self.edge_samples[e] for e in contributing])
         yield from self._backhaul_all(server_round, nbytes, {e: (cloud, e) for e in self.edges})
         for e in self.edges:
             state.edge_state[e] = dict(state.global_state)
             self.edge_samples[e] = 0.0
-
-    def aggregate(self, server_round, current, updates):
-        """The cloud's rule: the edge models' mean, weighted by the samples each aggregated."""
-        from ...learn.aggregate import weighted_mean
-
-        contributing = [e for e in self.edges if self.edge_samples[e] > 0]
-        return weighted_mean([self.server.state.edge_state[e] for e in contributing],
-                             [self.edge_samples[e] for e in contributing])
 
     def _backhaul_all(self, server_round: int, nbytes: int, legs: dict):
         """Every edge's leg at once; the process waits for the slowest."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .base import check_positive
+from .base import check_seconds
 from .fedavg import SyncPolicy
 
 
@@ -19,7 +19,7 @@ class OverSelectionPolicy(SyncPolicy):
         if not (overcommit >= 0 and math.isfinite(overcommit)):
             raise ValueError(f"overcommit must be >= 0, got {overcommit}")
         self.overcommit = float(overcommit)
-        self.deadline = check_positive("deadline_s", deadline_s, allow_none=True)
+        self.deadline = check_seconds("deadline_s", deadline_s, allow_none=True)
 
     def num_to_select(self, clients_per_round: int) -> int:
         return math.ceil(clients_per_round * (1.0 + self.overcommit) - 1e-9)

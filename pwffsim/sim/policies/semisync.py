@@ -2,7 +2,8 @@
 last aggregation (FedBuff's staleness-weighted rule); devices keep training across periods."""
 from __future__ import annotations
 
-from .base import check_positive
+import math
+
 from .fedbuff import FedBuffPolicy
 
 
@@ -13,7 +14,9 @@ class SemiSyncPolicy(FedBuffPolicy):
 
     def __init__(self, period_s: float, server_lr: float = 1.0):
         super().__init__(buffer_size=1, server_lr=server_lr)
-        self.period_s = check_positive("period_s", period_s)
+        if not (period_s > 0 and math.isfinite(period_s)):
+            raise ValueError(f"period_s must be > 0, got {period_s}")
+        self.period_s = float(period_s)
 
     def ready(self, buffered: int) -> bool:
         return False  # time-driven only
