@@ -70,6 +70,10 @@ def test_sinr_with_interference():
     assert ch.sinr_linear(0.0, 1e-10, 4e-21, 1e6, 1e-21) == 0.0
     assert ch.sinr_linear(0.2, 1e-10, 0.0, 1e6, 0.0) == math.inf
     assert ch.sinr_linear(0.2, 1e-10, 4e-21, 0.0) == math.inf  # no bandwidth, no noise
+    # no gain, no signal, whatever the power (inf x 0 is 0 here, never NaN), with or without noise
+    assert ch.sinr_linear(math.inf, 0.0, 4e-21, 1e6) == ch.sinr_linear(math.inf, 0.0, 0.0, 1e6) == 0.0
+    assert ch.fdma_rate_bps(1e6, math.inf, 0.0, 4e-21) == 0.0
+    np.testing.assert_array_equal(ch.sinr_linear(np.array([math.inf, 0.2]), 0.0, 0.0, 1e6), [0.0, 0.0])
     np.testing.assert_allclose(ch.sinr_linear(np.array([0.1, 0.2]), 1e-10, 4e-21, 1e6, 6e-21),
                                [1000.0, 2000.0])
     with pytest.raises(ValueError):

@@ -2,7 +2,8 @@
 
 Path loss (models, formulas) is in :mod:`pwffsim.net.pathloss` and :mod:`pwffsim.net.tr38901`.
 
-Network side only: numpy, scipy and the standard library (never torch).
+Network side only: numpy, scipy (imported when a Rayleigh capacity is asked for) and the standard
+library (never torch).
 
 Conventions
 -----------
@@ -21,7 +22,8 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.special
+
+from .checks import as_float_array, check_rng, nonnegative, positive, scalar_or_array
 
 __all__ = [
     "SPEED_OF_LIGHT_MPS",
@@ -55,63 +57,30 @@ _BLOCK_CACHE_CHUNKS = 16
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------------
-def _out(x: np.ndarray) -> Any:
-    """Return a Python float for a 0-d result, the array otherwise."""
-    x = np.asarray(x)
-    return float(x) if x.ndim == 0 else x
-
-
-def _as_float_array(x: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a real number or an array of real numbers, got {x!r}") from exc
-    if np.any(np.isnan(arr)):
-        raise ValueError(f"{name} must not be NaN, got {x!r}")
-    return arr
-
-
-def _nonnegative(x: Any, name: str) -> np.ndarray:
-    arr = _as_float_array(x, name)
-    if np.any(arr < 0):
-        raise ValueError(f"{name} must be >= 0, got {x!r}")
-    return arr
-
-
-def _positive(x: Any, name: str) -> np.ndarray:
-    arr = _as_float_array(x, name)
-    if np.any(arr <= 0):
-        raise ValueError(f"{name} must be > 0, got {x!r}")
-    return arr
-
-
-# --------------------------------------------------------------------------------------------------
 # unit conversions
 # --------------------------------------------------------------------------------------------------
 def dbm_to_w(p_dbm: float) -> float:
     """Power in dBm -> watts: ``P_W = 10^(P_dBm/10) / 1000`` (definition of the dBm)."""
-    return _out(10.0 ** (_as_float_array(p_dbm, "p_dbm") / 10.0) / 1000.0)
+    return scalar_or_array(10.0 ** (as_float_array(p_dbm, "p_dbm") / 10.0) / 1000.0)
 
 
 def w_to_dbm(p_w: float) -> float:
     """Power in watts -> dBm: ``10 log10(1000 P_W)``; 0 W gives -inf dBm (definition of the dBm)."""
-    arr = _nonnegative(p_w, "p_w (power in watts)")
+    arr = nonnegative(p_w, "p_w (power in watts)")
     with np.errstate(divide="ignore"):
-        return _out(10.0 * np.log10(arr * 1000.0))
+        return scalar_or_array(10.0 * np.log10(arr * 1000.0))
 
 
 def db_to_linear(x_db):
     """Power ratio in dB -> linear: ``10^(x/10)``."""
-    return _out(10.0 ** (_as_float_array(x_db, "x_db") / 10.0))
+    return scalar_or_array(10.0 ** (as_float_array(x_db, "x_db") / 10.0))
 
 
 def linear_to_db(x):
     """Linear power ratio -> dB: ``10 log10(x)``; 0 gives -inf dB."""
-    arr = _nonnegative(x, "x (linear power ratio)")
+    arr = nonnegative(x, "x (linear power ratio)")
     with np.errstate(divide="ignore"):
-        return _out(10.0 * np.log10(arr))
+        return scalar_or_array(10.0 * np.log10(arr))
 
 
 def noise_power_w(noise_density_dbm_hz: float, bandwidth_hz: float) -> float:
@@ -119,9 +88,9 @@ def noise_power_w(noise_density_dbm_hz: float, bandwidth_hz: float) -> float:
 
     E.g. -174 dBm/Hz (kT at 290 K) over 1 MHz is -114 dBm ~ 3.98e-15 W.
     """
-    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
+    b = nonnegative(bandwidth_hz, "bandwidth_hz")
     n0_w_per_hz = np.asarray(dbm_to_w(noise_density_dbm_hz))
-    return _out(n0_w_per_hz * b)
+    return scalar_or_array(n0_w_per_hz * b)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,14 +105,14 @@ _FDMA_ARGS = ("bandwidth_hz",) + _SINR_ARGS[:3] + _SINR_ARGS[4:]
 
 
 def _sinr_kernel(p, g, n0, b, i0):
-    """``p g / ((N0 + I0) B)``: the one place of the SINR formula.  A zero signal gives 0, a
-    positive signal over zero noise gives ``inf``."""
-    signal = p * g
-    if signal == 0:
+    """``p g / ((N0 + I0) B)``: the one place of the SINR formula.  A zero signal gives 0 (also an
+    infinite power on a zero gain: no gain, no signal), a positive signal over zero noise ``inf``."""
+    if p == 0 or g == 0:  # no power or no gain: no signal (the arguments are checked >= 0)
         return 0.0
+    signal = p * g
     noise = (n0 + i0) * b
     if noise == 0:
-        return math.inf if signal > 0 else math.nan
+        return math.inf
     return signal / noise
 
 
@@ -172,12 +141,13 @@ def _checked(args: tuple, names: tuple) -> tuple | None:
 
 
 def _checked_arrays(args: tuple, names: tuple) -> list[np.ndarray]:
-    return [_nonnegative(x, name) for x, name in zip(args, names)]
+    return [nonnegative(x, name) for x, name in zip(args, names)]
 
 
 def sinr_linear(power_w, gain, noise_density_w_per_hz, bandwidth_hz, interference_psd_w_per_hz=0.0):
     """Received SINR ``p g / ((N0 + I0) B)`` (linear), ``I0`` the interference power spectral
-    density in W/Hz (0: the SNR).  A zero signal gives 0; ``B = 0`` with a positive signal ``inf``.
+    density in W/Hz (0: the SNR).  A zero signal (``p = 0`` or ``g = 0``, even with ``p = inf``)
+    gives 0; ``B = 0`` with a positive signal ``inf``.
 
     Source: standard FDMA uplink model, Yang et al. IEEE TWC 2021, eq. for ``r_k``, with the
     interference of other cells added to the noise.
@@ -185,7 +155,7 @@ def sinr_linear(power_w, gain, noise_density_w_per_hz, bandwidth_hz, interferenc
     args = (power_w, gain, noise_density_w_per_hz, bandwidth_hz, interference_psd_w_per_hz)
     if _checked(args, _SINR_ARGS) is not None:
         return float(_sinr_kernel(*args))
-    return _out(_sinr_array(*_checked_arrays(args, _SINR_ARGS)))
+    return scalar_or_array(_sinr_array(*_checked_arrays(args, _SINR_ARGS)))
 
 
 def shannon_rate_bps(bandwidth_hz, sinr_linear):
@@ -193,7 +163,7 @@ def shannon_rate_bps(bandwidth_hz, sinr_linear):
     args = (bandwidth_hz, sinr_linear)
     if _checked(args, ("bandwidth_hz", "sinr_linear")) is not None:
         return float(_shannon_kernel(*args))
-    return _out(_shannon_array(*_checked_arrays(args, ("bandwidth_hz", "sinr_linear"))))
+    return scalar_or_array(_shannon_array(*_checked_arrays(args, ("bandwidth_hz", "sinr_linear"))))
 
 
 def fdma_rate_bps(bandwidth_hz, power_w, gain, noise_density_w_per_hz, interference_psd_w_per_hz=0.0):
@@ -208,7 +178,7 @@ def fdma_rate_bps(bandwidth_hz, power_w, gain, noise_density_w_per_hz, interfere
     if _checked(args, _FDMA_ARGS) is not None:
         return float(_shannon_kernel(b, _sinr_kernel(p, g, n0, b, i0)))
     b, p, g, n0, i0 = _checked_arrays(args, _FDMA_ARGS)
-    return _out(_shannon_array(b, _sinr_array(p, g, n0, b, i0)))
+    return scalar_or_array(_shannon_array(b, _sinr_array(p, g, n0, b, i0)))
 
 
 def _exp_e1(x: np.ndarray) -> np.ndarray:
@@ -218,6 +188,8 @@ def _exp_e1(x: np.ndarray) -> np.ndarray:
     ``(1/x) sum_k (-1)^k k! / x^k`` (Abramowitz & Stegun 5.1.51), truncated after k = 5
     (relative error < 720/x^6 ~ 6e-15 at x = 700).
     """
+    import scipy.special  # here, not at module level: importing scipy.special costs ~0.3 s
+
     x = np.asarray(x, dtype=float)
     out = np.empty_like(x)
     small = x < 700.0
@@ -238,8 +210,8 @@ def rayleigh_ergodic_capacity_bps(bandwidth_hz, mean_snr_linear):
     different adaptive transmission ... techniques"), eq. (34); E1 via ``scipy.special.exp1``.
     ``rho = 0`` or ``B = 0`` gives 0; ``rho = inf`` gives inf.
     """
-    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
-    rho = _nonnegative(mean_snr_linear, "mean_snr_linear")
+    b = nonnegative(bandwidth_hz, "bandwidth_hz")
+    rho = nonnegative(mean_snr_linear, "mean_snr_linear")
     b, rho = np.broadcast_arrays(b, rho)
     b = np.array(b, dtype=float)
     rho = np.array(rho, dtype=float)
@@ -248,7 +220,7 @@ def rayleigh_ergodic_capacity_bps(bandwidth_hz, mean_snr_linear):
     finite = pos & np.isfinite(rho)
     out[finite] = b[finite] * _exp_e1(1.0 / rho[finite]) / math.log(2.0)
     out[pos & ~np.isfinite(rho)] = math.inf
-    return _out(out)
+    return scalar_or_array(out)
 
 
 def rayleigh_outage_probability(rate_bps, bandwidth_hz, mean_snr_linear):
@@ -258,15 +230,15 @@ def rayleigh_outage_probability(rate_bps, bandwidth_hz, mean_snr_linear):
     Source: Tse & Viswanath, "Fundamentals of Wireless Communication" (2005), sec. 5.4.1.
     ``R = 0`` gives 0; ``R > 0`` with ``B = 0`` or ``rho = 0`` gives 1.
     """
-    r = _nonnegative(rate_bps, "rate_bps")
-    b = _nonnegative(bandwidth_hz, "bandwidth_hz")
-    rho = _nonnegative(mean_snr_linear, "mean_snr_linear")
+    r = nonnegative(rate_bps, "rate_bps")
+    b = nonnegative(bandwidth_hz, "bandwidth_hz")
+    rho = nonnegative(mean_snr_linear, "mean_snr_linear")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         threshold = np.expm1(np.log(2.0) * r / b)  # 2^(R/B) - 1, exact for small R/B
         p = -np.expm1(-threshold / rho)
         p = np.where(r == 0, 0.0, p)
         p = np.where((r > 0) & ((b == 0) | (rho == 0)), 1.0, p)
-    return _out(np.clip(p, 0.0, 1.0))
+    return scalar_or_array(np.clip(p, 0.0, 1.0))
 
 
 def coherence_time_s(speed_mps: float, carrier_hz: float) -> float:
@@ -275,8 +247,8 @@ def coherence_time_s(speed_mps: float, carrier_hz: float) -> float:
     Source: Rappaport, "Wireless Communications: Principles and Practice", 2nd ed., eq. (5.40.c)
     (geometric mean of the 50%-correlation and 1/f_D rules). Speed 0 gives ``math.inf``.
     """
-    v = float(_nonnegative(speed_mps, "speed_mps"))
-    f = float(_positive(carrier_hz, "carrier_hz"))
+    v = float(nonnegative(speed_mps, "speed_mps"))
+    f = float(positive(carrier_hz, "carrier_hz"))
     if v == 0.0:
         return math.inf
     f_doppler_hz = v * f / SPEED_OF_LIGHT_MPS
@@ -286,19 +258,14 @@ def coherence_time_s(speed_mps: float, carrier_hz: float) -> float:
 # --------------------------------------------------------------------------------------------------
 # random draws
 # --------------------------------------------------------------------------------------------------
-def _check_rng(rng: Any) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-
-
 def draw_shadowing_db(rng: np.random.Generator, sigma_db: float, size=None):
     """Log-normal shadowing in dB: ``X ~ N(0, sigma_db^2)``.
 
     The standard normal draws are always consumed (also for ``sigma_db = 0``, which returns zeros), so
     that changing sigma does not shift the rest of the random stream (common random numbers).
     """
-    _check_rng(rng)
-    sigma = float(_nonnegative(sigma_db, "sigma_db"))
+    check_rng(rng)
+    sigma = float(nonnegative(sigma_db, "sigma_db"))
     z = rng.standard_normal(size)
     if sigma == 0.0:
         return 0.0 if size is None else np.zeros(np.shape(z))
@@ -314,14 +281,14 @@ def draw_fading_power(rng: np.random.Generator, kind: str, size=None, rician_k_d
     * ``"rician"``: ``h = sqrt(K/(K+1)) + sqrt(1/(K+1)) CN(0, 1)``, ``K = 10^(rician_k_db/10)``
       (Goldsmith, "Wireless Communications" 2005, sec. 3.2.1); ``E|h|^2 = 1``.
     """
-    _check_rng(rng)
+    check_rng(rng)
     if kind == "none":
         return 1.0 if size is None else np.ones(size)
     if kind == "rayleigh":
         x = rng.standard_exponential(size)
         return float(x) if size is None else x
     if kind == "rician":
-        k_db = float(_as_float_array(rician_k_db, "rician_k_db"))
+        k_db = float(as_float_array(rician_k_db, "rician_k_db"))
         k = 10.0 ** (k_db / 10.0)
         los = math.sqrt(k / (k + 1.0))
         scatter = math.sqrt(1.0 / (k + 1.0))
@@ -356,11 +323,11 @@ class BlockFading:
                  rician_k_db: float = 0.0):
         if kind not in FADING_KINDS:
             raise ValueError(f"unknown fading kind {kind!r}; expected one of {list(FADING_KINDS)}")
-        tc = float(_positive(coherence_time_s, "coherence_time_s"))
-        _check_rng(rng)
+        tc = float(positive(coherence_time_s, "coherence_time_s"))
+        check_rng(rng)
         self.kind = kind
         self.coherence_time_s = tc
-        self.rician_k_db = float(_as_float_array(rician_k_db, "rician_k_db"))
+        self.rician_k_db = float(as_float_array(rician_k_db, "rician_k_db"))
         self._static = kind == "none" or math.isinf(tc)
         self._key = int(rng.integers(0, 2**63 - 1))
         self._chunks: dict[int, np.ndarray] = {}

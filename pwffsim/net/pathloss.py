@@ -26,7 +26,8 @@ from typing import Any, Optional, Protocol, runtime_checkable
 import numpy as np
 
 from . import tr38901
-from .channel import SPEED_OF_LIGHT_MPS, _nonnegative, _out, _positive  # shared argument checks
+from .channel import SPEED_OF_LIGHT_MPS
+from .checks import nonnegative, positive, scalar_or_array
 
 __all__ = [
     "path_loss_macro_db",
@@ -49,7 +50,7 @@ _MIN_DISTANCE_M = 1.0
 # single-slope formulas
 # --------------------------------------------------------------------------------------------------
 def _distance_m(d_m: Any) -> np.ndarray:
-    d = _nonnegative(d_m, "d_m (distance in metres)")
+    d = nonnegative(d_m, "d_m (distance in metres)")
     return np.maximum(d, _MIN_DISTANCE_M)
 
 
@@ -60,15 +61,15 @@ def path_loss_macro_db(d_m):
     Yang et al. (IEEE TWC 2021) and Chen et al. (IEEE TWC 2021). ``d_m`` is clamped to >= 1 m.
     """
     d_km = _distance_m(d_m) / 1000.0
-    return _out(128.1 + 37.6 * np.log10(d_km))
+    return scalar_or_array(128.1 + 37.6 * np.log10(d_km))
 
 
 def path_loss_free_space_db(d_m, carrier_hz):
     """Free-space path loss ``20 log10(4 pi d f / c)`` dB (Friis transmission equation, isotropic
     antennas). ``d_m`` is clamped to >= 1 m."""
     d = _distance_m(d_m)
-    f = _positive(carrier_hz, "carrier_hz")
-    return _out(20.0 * np.log10(4.0 * math.pi * d * f / SPEED_OF_LIGHT_MPS))
+    f = positive(carrier_hz, "carrier_hz")
+    return scalar_or_array(20.0 * np.log10(4.0 * math.pi * d * f / SPEED_OF_LIGHT_MPS))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,9 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .channel import _as_float_array, _nonnegative, _out, _positive  # shared argument checks
-
-from pwffsim.net.channel import SPEED_OF_LIGHT_MPS
+from .channel import SPEED_OF_LIGHT_MPS
+from .checks import as_float_array, check_rng, nonnegative, positive, scalar_or_array
 
 __all__ = [
     "SCENARIOS",
@@ -87,7 +86,7 @@ _FIELD_CHUNK = 4096
 # helpers
 # --------------------------------------------------------------------------------------------------
 def _positive_scalar(x: Any, name: str) -> float:
-    arr = _positive(x, name)
+    arr = positive(x, name)
     if arr.ndim != 0 or not math.isfinite(float(arr)):
         raise ValueError(f"{name} must be a finite scalar > 0, got {x!r}")
     return float(arr)
@@ -97,11 +96,6 @@ def _check_scenario(scenario: Any) -> str:
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; expected one of {list(SCENARIOS)}")
     return scenario
-
-
-def _check_rng(rng: Any) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
 
 
 def _heights(scenario: str, h_bs_m: Any, h_ut_m: Any) -> tuple[float, float]:
@@ -118,7 +112,7 @@ def _heights(scenario: str, h_bs_m: Any, h_ut_m: Any) -> tuple[float, float]:
 
 def _d2d_m(d_2d_m: Any) -> np.ndarray:
     """2D distance clamped below at 10 m (Table 7.4.1-1 validity range)."""
-    return np.maximum(_nonnegative(d_2d_m, "d_2d_m (2D distance in metres)"), MIN_DISTANCE_2D_M)
+    return np.maximum(nonnegative(d_2d_m, "d_2d_m (2D distance in metres)"), MIN_DISTANCE_2D_M)
 
 
 def _d3d_m(d_2d: np.ndarray, h_bs: float, h_ut: float) -> np.ndarray:
@@ -208,7 +202,7 @@ def path_loss_los_db(scenario: str, d_2d_m, carrier_hz: float, h_bs_m: float | N
     else:  # RMa
         pl1 = _rma_pl1_db(d_3d, fc, h_bldg)
         pl2 = _rma_pl1_db(np.asarray(d_bp), fc, h_bldg) + 40.0 * np.log10(d_3d / d_bp)
-    return _out(np.where(d_2d <= d_bp, pl1, pl2))
+    return scalar_or_array(np.where(d_2d <= d_bp, pl1, pl2))
 
 
 def path_loss_nlos_db(scenario: str, d_2d_m, carrier_hz: float, h_bs_m: float | None = None,
@@ -243,7 +237,7 @@ def path_loss_nlos_db(scenario: str, d_2d_m, carrier_hz: float, h_bs_m: float | 
                    + 20.0 * math.log10(fc)
                    - (3.2 * math.log10(11.75 * h_ut) ** 2 - 4.97))
     pl_los = np.asarray(path_loss_los_db(scenario, d_2d, carrier_hz, h_bs, h_ut, w, h_bldg))
-    return _out(np.maximum(pl_los, pl_nlos))
+    return scalar_or_array(np.maximum(pl_los, pl_nlos))
 
 
 def path_loss_db(scenario: str, d_2d_m, carrier_hz: float, los, **kw):
@@ -257,7 +251,7 @@ def path_loss_db(scenario: str, d_2d_m, carrier_hz: float, los, **kw):
         return fn(scenario, d_2d_m, carrier_hz, **kw)
     pl_los = np.asarray(path_loss_los_db(scenario, d_2d_m, carrier_hz, **kw))
     pl_nlos = np.asarray(path_loss_nlos_db(scenario, d_2d_m, carrier_hz, **kw))
-    return _out(np.where(los_arr, pl_los, pl_nlos))
+    return scalar_or_array(np.where(los_arr, pl_los, pl_nlos))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,7 +271,7 @@ def los_probability(scenario: str, d_2d_m, h_ut_m: float = 1.5):
     slightly for high terminals at mid distances).
     """
     scenario = _check_scenario(scenario)
-    d = _nonnegative(d_2d_m, "d_2d_m (2D distance in metres)")
+    d = nonnegative(d_2d_m, "d_2d_m (2D distance in metres)")
     h_ut = _positive_scalar(h_ut_m, "h_ut_m")
     with np.errstate(divide="ignore", invalid="ignore"):
         if scenario == "RMa":
@@ -292,7 +286,7 @@ def los_probability(scenario: str, d_2d_m, h_ut_m: float = 1.5):
             base = 18.0 / d + np.exp(-d / 63.0) * (1.0 - 18.0 / d)
             corr = 1.0 + c_prime * 1.25 * (d / 100.0) ** 3 * np.exp(-d / 150.0)
             p = np.where(d <= 18.0, 1.0, base * corr)
-    return _out(np.clip(p, 0.0, 1.0))
+    return scalar_or_array(np.clip(p, 0.0, 1.0))
 
 
 def draw_los(rng: np.random.Generator, scenario: str, d_2d_m, h_ut_m: float = 1.5):
@@ -302,7 +296,7 @@ def draw_los(rng: np.random.Generator, scenario: str, d_2d_m, h_ut_m: float = 1.
     stream does not depend on the geometry (common random numbers). A scalar distance gives a Python
     ``bool``, an array a boolean array of the same shape.
     """
-    _check_rng(rng)
+    check_rng(rng)
     p = np.asarray(los_probability(scenario, d_2d_m, h_ut_m))
     if p.ndim == 0:
         return bool(rng.random() < p)
@@ -334,7 +328,7 @@ def shadowing_sigma_db(scenario: str, los: bool, d_2d_m=None, carrier_hz: float 
         raise ValueError("RMa LOS shadowing sigma depends on d_2D vs d_BP: give d_2d_m and carrier_hz")
     d_bp = breakpoint_distance_m(scenario, carrier_hz, h_bs_m, h_ut_m)
     d_2d = _d2d_m(d_2d_m)
-    return _out(np.where(d_2d <= d_bp, 4.0, 6.0))
+    return scalar_or_array(np.where(d_2d <= d_bp, 4.0, 6.0))
 
 
 def shadowing_decorrelation_m(scenario: str, los: bool) -> float:
@@ -365,11 +359,11 @@ class CorrelatedShadowing:
 
     def __init__(self, sigma_db: float, decorrelation_m: float, rng: np.random.Generator,
                  n_sinusoids: int = 1024):
-        sigma = _nonnegative(sigma_db, "sigma_db")
+        sigma = nonnegative(sigma_db, "sigma_db")
         if sigma.ndim != 0 or not math.isfinite(float(sigma)):
             raise ValueError(f"sigma_db must be a finite scalar >= 0, got {sigma_db!r}")
         d_corr = _positive_scalar(decorrelation_m, "decorrelation_m")
-        _check_rng(rng)
+        check_rng(rng)
         n = int(n_sinusoids)
         if n < 1 or n != n_sinusoids:
             raise ValueError(f"n_sinusoids must be a positive integer, got {n_sinusoids!r}")
@@ -386,8 +380,8 @@ class CorrelatedShadowing:
 
     def value_db(self, x_m, y_m):
         """Shadowing in dB at position(s) ``(x_m, y_m)`` (broadcasting); a scalar point gives a float."""
-        x = _as_float_array(x_m, "x_m")
-        y = _as_float_array(y_m, "y_m")
+        x = as_float_array(x_m, "x_m")
+        y = as_float_array(y_m, "y_m")
         x, y = np.broadcast_arrays(x, y)
         shape = x.shape
         xf = x.ravel()
@@ -397,7 +391,7 @@ class CorrelatedShadowing:
             sl = slice(start, start + _FIELD_CHUNK)
             arg = np.outer(xf[sl], self._kx) + np.outer(yf[sl], self._ky) + self._phase
             out[sl] = self._amp * np.cos(arg).sum(axis=1)
-        return _out(out.reshape(shape))
+        return scalar_or_array(out.reshape(shape))
 
     def __repr__(self) -> str:
         return (f"CorrelatedShadowing(sigma_db={self.sigma_db!r}, "
