@@ -36,10 +36,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         sc = _load(args)
         # Files the scenario names are checked too (network side only: no torch).
+        n_cells = len(sc.cells)
         if sc.topology is not None:
             from .net.topology import load_topology
 
-            load_topology(sc.topology)
+            n_cells = len(load_topology(sc.topology).base_stations)
         if sc.mobility.model == "trace":
             from .net.mobility import load_trace
 
@@ -49,7 +50,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.resolved:
         print(dump_scenario_toml(sc), end="")
     else:
-        print(f"{args.scenario}: ok ({sc.devices.count} devices, {len(sc.cells)} cells, {sc.fl.rounds} rounds)")
+        print(f"{args.scenario}: ok ({sc.devices.count} devices, {n_cells} cells, {sc.fl.rounds} rounds)")
     return 0
 
 

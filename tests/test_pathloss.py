@@ -129,11 +129,66 @@ def test_registry_covers_every_scenario_path_loss_name():
 
 def test_make_path_loss_model_sigma_and_unknown_names():
     assert pl.make_path_loss_model("macro-128.1-37.6", 5.0).shadowing_sigma_db(True, 1.0, 2e9) == 5.0
-    assert pl.make_path_loss_model("UMa", 5.0).shadowing_sigma_db(True, 100.0, 3.5e9) == 4.0  # the standard's
+    assert pl.make_path_loss_model("macro-128.1-37.6").shadowing_sigma_db(True, 1.0, 2e9) == 8.0
+    assert pl.make_path_loss_model("UMa").shadowing_sigma_db(True, 100.0, 3.5e9) == 4.0  # the standard's
+    assert pl.make_path_loss_model("UMa", 5.0).shadowing_sigma_db(True, 100.0, 3.5e9) == 5.0  # set: overrides
     with pytest.raises(ValueError, match="macro-128.1-37.6"):
         pl.make_path_loss_model("cost231")
     with pytest.raises(ValueError):
         pl.make_path_loss_model(["UMa"])
+
+
+class _TwoSlope:
+    """A model written from the protocol alone (as README's "Where to add" says), outside pwffsim."""
+
+    name = "two-slope"
+
+    def __init__(self, sigma_db: float = 2.0):
+        self.sigma_db = sigma_db
+
+    @classmethod
+    def from_channel(cls, shadowing_sigma_db=None):
+        return cls() if shadowing_sigma_db is None else cls(shadowing_sigma_db)
+
+    def path_loss_db(self, d_2d_m, carrier_hz, los=True, h_bs_m=None, h_ut_m=1.5):
+        return 40.0 + 20.0 * log10(max(d_2d_m, 1.0))
+
+    def los_probability(self, d_2d_m, h_ut_m=1.5):
+        return 1.0
+
+    def shadowing_sigma_db(self, los, d_2d_m, carrier_hz, h_bs_m=None, h_ut_m=1.5):
+        return self.sigma_db
+
+    def decorrelation_distance_m(self, los):
+        return 20.0
+
+
+def test_a_class_following_the_protocol_is_a_model_once_registered(monkeypatch):
+    from pwffsim.net import pathloss_registry as reg
+
+    members = [m for m in vars(pl.PathLossModel) if not m.startswith("_")]
+    assert "from_channel" in members  # what make_path_loss_model calls is in the protocol
+    monkeypatch.setitem(reg.PATH_LOSS_REGISTRY, "two-slope",
+                        reg.PathLossEntry(f"{__name__}:_TwoSlope", "40 + 20 log10(d) dB (a test model)"))
+    m = pl.make_path_loss_model("two-slope", 0.0)
+    assert isinstance(m, _TwoSlope) and isinstance(m, pl.PathLossModel) and m.sigma_db == 0.0
+    lb = LinkBudget(m, [CellSite(0.0, 0.0, 25.0, 2e9, 46.0)], _rng_for, n_devices=1)
+    assert lb.gain_db(0, 0, np.array([100.0, 0.0])) == -80.0
+    assert "'two-slope': 40 + 20 log10(d) dB" in reg.path_loss_reference()
+
+
+def test_registry_names_and_reference_need_no_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, time; t = time.perf_counter(); import pwffsim.scenario; dt = time.perf_counter() - t; "
+            "print(sorted(m for m in ('numpy', 'scipy', 'torch') if m in sys.modules), dt)")
+    mods, _ = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.rsplit(" ", 1)
+    assert mods == "[]"
+    from pwffsim.net.pathloss_registry import path_loss_reference
+
+    desc = ChannelConfig.model_fields["path_loss"].description
+    assert path_loss_reference() in desc and all(f"'{n}'" in desc for n in pl.PATH_LOSS_MODELS)
 
 
 # ---------------------------------------------------------------------------- the link budget asks the model
@@ -143,7 +198,7 @@ def _rng_for(*keys):
 
 def test_link_budget_macro_gain_by_hand():
     cells = [CellSite(0.0, 0.0, 25.0, 2e9, 46.0), CellSite(600.0, 800.0, 25.0, 2e9, 40.0)]
-    lb = LinkBudget("macro-128.1-37.6", cells, 8.0, _rng_for, n_devices=2)
+    lb = LinkBudget(pl.make_path_loss_model("macro-128.1-37.6", 8.0), cells, _rng_for, n_devices=2)
     rng = _rng_for(1)  # device 1's stream: one uniform (LOS) then one normal (shadowing) per cell
     rng.uniform(size=2)
     z = rng.standard_normal(size=2)
@@ -155,13 +210,16 @@ def test_link_budget_macro_gain_by_hand():
     assert lb.gain_db(1, 0, None) == -math.inf
 
 
-def test_link_budget_takes_a_model_object():
+def test_link_budget_takes_a_model_object_only():
     cells = [CellSite(0.0, 0.0, 10.0, 3.5e9, 40.0)]
-    by_name = LinkBudget("UMi", cells, 0.0, _rng_for, n_devices=3, correlated=True)
-    by_object = LinkBudget(pl.UMiStreetCanyon(), cells, 0.0, _rng_for, n_devices=3, correlated=True)
-    assert by_object.model == "UMi"
+    by_name = LinkBudget(pl.make_path_loss_model("UMi"), cells, _rng_for, n_devices=3, correlated=True)
+    by_object = LinkBudget(pl.UMiStreetCanyon(), cells, _rng_for, n_devices=3, correlated=True)
+    assert by_object.path_loss_model.name == "UMi"
     for k, xy in enumerate(np.array([[20.0, 5.0], [120.0, -40.0], [400.0, 300.0]])):
         assert by_name.gain_db(k, 0, xy) == by_object.gain_db(k, 0, xy)
+    # no sigma argument to be silently ignored: the model carries its sigma
+    with pytest.raises(TypeError, match="PathLossModel"):
+        LinkBudget("UMi", cells, _rng_for, n_devices=3)
 
 
 def test_import_pulls_no_torch():

@@ -7,8 +7,9 @@ their own streams, so a link's realisation never depends on query order:
 
 * LOS iff ``u < P_LOS(d)`` with one uniform ``u`` per link (so a moving device's LOS state changes
   consistently with its distance); models without a LOS state (``macro-128.1-37.6``, ``free-space``)
-  give ``P_LOS = 1``.  The shadowing sigma is the model's for the current LOS state (the scenario's
-  sigma for the models without a standard one).
+  give ``P_LOS = 1``.  The shadowing sigma is the model's for the current LOS state (the model
+  carries the scenario's sigma when the scenario sets one, see
+  :func:`~pwffsim.net.pathloss.make_path_loss_model`).
 * Shadowing is either one N(0, 1) draw per link (scaled by sigma) or, with ``correlated=True``, a
   spatially correlated field per cell and LOS state (Gudmundson exponential autocorrelation with the
   model's decorrelation distance), evaluated at the device's position.
@@ -22,11 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .pathloss import PathLossModel, make_path_loss_model
+from .pathloss import PathLossModel
 from .tr38901 import CorrelatedShadowing
 
 
@@ -34,7 +35,7 @@ from .tr38901 import CorrelatedShadowing
 class CellSite:
     x_m: float
     y_m: float
-    height_m: float
+    height_m: Optional[float]  # None: the path-loss model's default (the standard's mast height)
     carrier_hz: float
     tx_power_dbm: float
 
@@ -42,18 +43,18 @@ class CellSite:
 class LinkBudget:
     """Large-scale gain (dB, negative) of device ``k`` towards cell ``j`` at position ``xy``.
 
-    ``model`` is a path-loss model name of :data:`~pwffsim.net.pathloss.PATH_LOSS_MODELS` (configured
-    with ``sigma_db``) or a :class:`~pwffsim.net.pathloss.PathLossModel` object.
+    ``model`` is a :class:`~pwffsim.net.pathloss.PathLossModel` object, with its shadowing sigma
+    (``make_path_loss_model(name, sigma)`` makes one as the scenario does).
     """
 
-    def __init__(self, model: Union[str, PathLossModel], cells: Sequence[CellSite], sigma_db: float,
+    def __init__(self, model: PathLossModel, cells: Sequence[CellSite],
                  rng_for: Callable[..., np.random.Generator], n_devices: int, correlated: bool = False,
                  ue_height_m: float = 1.5):
-        self.path_loss_model: PathLossModel = (make_path_loss_model(model, sigma_db)
-                                               if isinstance(model, str) else model)
-        self.model = self.path_loss_model.name
+        if not isinstance(model, PathLossModel):
+            raise TypeError(f"model must be a PathLossModel (make_path_loss_model(name, sigma) makes one), "
+                            f"got {model!r}")
+        self.path_loss_model: PathLossModel = model
         self.cells = list(cells)
-        self.sigma_db = float(sigma_db)
         self.ue_height_m = float(ue_height_m)
         self.correlated = correlated
         n_cells = len(self.cells)

@@ -1,6 +1,8 @@
 """Path-loss models behind one interface: one class per model, one registry of their names.
 
-A model answers four questions about a (device, cell) link, from its geometry and carrier:
+A model is made from the scenario's channel section (``from_channel``: the shadowing sigma, if the
+scenario sets one) and answers four questions about a (device, cell) link, from its geometry and
+carrier:
 
 * ``path_loss_db``: the mean path loss for a propagation condition (LOS or NLOS);
 * ``los_probability``: the probability that the link is in line of sight;
@@ -13,8 +15,10 @@ shadowing) itself, so a model is deterministic.  The formulas stay cited small f
 the single-slope models here (:func:`path_loss_macro_db`, :func:`path_loss_free_space_db`), those of
 TR 38.901 in :mod:`pwffsim.net.tr38901`; the classes only bind them to one model.
 
-Adding a model: one class with these four methods (and a ``name``), plus its line in
-:data:`PATH_LOSS_MODELS` (and its name in the scenario's ``channel.path_loss``).
+Adding a model: one class following :class:`PathLossModel` (a ``name``, ``from_channel`` and the
+four methods), in any module, plus its line in
+:data:`~pwffsim.net.pathloss_registry.PATH_LOSS_REGISTRY` (which the scenario's ``channel.path_loss``
+reads without importing numpy); :data:`PATH_LOSS_MODELS` maps the registered names to their classes.
 
 Network side only: numpy and the standard library (never torch).
 """
@@ -28,6 +32,7 @@ import numpy as np
 from . import tr38901
 from .channel import SPEED_OF_LIGHT_MPS
 from .checks import nonnegative, positive, scalar_or_array
+from .pathloss_registry import PATH_LOSS_REGISTRY, path_loss_class
 
 __all__ = [
     "path_loss_macro_db",
@@ -80,11 +85,18 @@ class PathLossModel(Protocol):
     """What :class:`~pwffsim.net.links.LinkBudget` asks a path-loss model.
 
     Distances are 2D (horizontal) distances in m; ``h_bs_m`` / ``h_ut_m`` are the antenna heights of
-    the base station and the user terminal (``h_bs_m=None``: the model's default); ``los`` is the
-    propagation condition (a model without one treats every link as LOS).
+    the base station and the user terminal (``h_bs_m=None``: the model's default, e.g. the standard's
+    mast height); ``los`` is the propagation condition (a model without one treats every link as LOS).
     """
 
     name: str
+
+    @classmethod
+    def from_channel(cls, shadowing_sigma_db: Optional[float] = None) -> "PathLossModel":
+        """The model as the scenario's channel section configures it: ``shadowing_sigma_db`` (set in
+        ``channel.shadowing_sigma_db``) is the shadowing sigma of every link, in every LOS state;
+        ``None`` keeps the model's own (the standard's, or a default)."""
+        ...
 
     def path_loss_db(self, d_2d_m: float, carrier_hz: float, los: bool = True,
                      h_bs_m: Optional[float] = None, h_ut_m: float = 1.5) -> float:
@@ -109,21 +121,23 @@ class PathLossModel(Protocol):
 # single-slope models: always LOS, the scenario's shadowing sigma
 # --------------------------------------------------------------------------------------------------
 class _SingleSlope:
-    """A model with no LOS state (every link is LOS) and a shadowing sigma set by the scenario
-    (``channel.shadowing_sigma_db``)."""
+    """A model with no LOS state (every link is LOS) and one shadowing sigma, 8 dB unless the scenario
+    sets ``channel.shadowing_sigma_db``."""
 
     name = ""
+    DEFAULT_SIGMA_DB = 8.0
+    """Shadowing sigma (dB) when the scenario sets none (TR 36.814 Table A.2.1.1.2-3: 8 dB)."""
     DECORRELATION_M = 50.0
     """Shadowing decorrelation distance (m) used for these models: 50 m (the UMa NLOS value of
     TR 38.901 Table 7.5-6; these models define none)."""
 
-    def __init__(self, shadowing_sigma_db: float = 8.0):
+    def __init__(self, shadowing_sigma_db: float = DEFAULT_SIGMA_DB):
         self.sigma_db = float(shadowing_sigma_db)
 
     @classmethod
-    def from_channel(cls, shadowing_sigma_db: float) -> "_SingleSlope":
-        """The model as the scenario configures it: with the scenario's shadowing sigma."""
-        return cls(shadowing_sigma_db)
+    def from_channel(cls, shadowing_sigma_db: Optional[float] = None) -> "_SingleSlope":
+        """The model with the scenario's shadowing sigma (8 dB if it sets none)."""
+        return cls(cls.DEFAULT_SIGMA_DB if shadowing_sigma_db is None else shadowing_sigma_db)
 
     def los_probability(self, d_2d_m: float, h_ut_m: float = 1.5) -> float:
         return 1.0
@@ -166,15 +180,20 @@ class FreeSpace(_SingleSlope):
 # --------------------------------------------------------------------------------------------------
 class _TR38901:
     """One scenario of TR 38.901 V17.0.0 (outdoor terminals): Tables 7.4.1-1 (path loss, sigma_SF),
-    7.4.2-1 (LOS probability) and 7.5-6 (decorrelation distance), via :mod:`pwffsim.net.tr38901`."""
+    7.4.2-1 (LOS probability) and 7.5-6 (decorrelation distance), via :mod:`pwffsim.net.tr38901`.
+
+    ``shadowing_sigma_db``: ``None`` (default) gives the standard's sigma for the LOS state; a value
+    replaces it in every state (0: no shadowing)."""
 
     name = ""
 
+    def __init__(self, shadowing_sigma_db: Optional[float] = None):
+        self.sigma_db = None if shadowing_sigma_db is None else float(shadowing_sigma_db)
+
     @classmethod
-    def from_channel(cls, shadowing_sigma_db: float) -> "_TR38901":
-        """The model as the scenario configures it: the scenario's sigma is not used (the standard
-        fixes sigma per LOS state)."""
-        return cls()
+    def from_channel(cls, shadowing_sigma_db: Optional[float] = None) -> "_TR38901":
+        """The model with the standard's sigma, or the scenario's if it sets one."""
+        return cls(shadowing_sigma_db)
 
     def path_loss_db(self, d_2d_m: float, carrier_hz: float, los: bool = True,
                      h_bs_m: Optional[float] = None, h_ut_m: float = 1.5) -> float:
@@ -185,6 +204,8 @@ class _TR38901:
 
     def shadowing_sigma_db(self, los: bool, d_2d_m: float, carrier_hz: float,
                            h_bs_m: Optional[float] = None, h_ut_m: float = 1.5) -> float:
+        if self.sigma_db is not None:
+            return self.sigma_db
         return tr38901.shadowing_sigma_db(self.name, los, d_2d_m=d_2d_m, carrier_hz=carrier_hz,
                                           h_bs_m=h_bs_m, h_ut_m=h_ut_m)
 
@@ -192,7 +213,7 @@ class _TR38901:
         return tr38901.shadowing_decorrelation_m(self.name, los)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(shadowing_sigma_db={self.sigma_db!r})"
 
 
 class UMa(_TR38901):
@@ -216,17 +237,13 @@ class RMa(_TR38901):
 # --------------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------------
-PATH_LOSS_MODELS: dict[str, type] = {
-    cls.name: cls for cls in (Macro36814, FreeSpace, UMa, UMiStreetCanyon, RMa)
-}
-"""Name (as in the scenario's ``channel.path_loss``) -> model class."""
+PATH_LOSS_MODELS: dict[str, type] = {name: path_loss_class(name) for name in PATH_LOSS_REGISTRY}
+"""Name (as in the scenario's ``channel.path_loss``) -> model class, for the models registered when
+this module was imported (:data:`~pwffsim.net.pathloss_registry.PATH_LOSS_REGISTRY` is the registry)."""
 
 
-def make_path_loss_model(name: str, shadowing_sigma_db: float = 8.0) -> PathLossModel:
-    """The model called ``name``, configured as the scenario's channel section does it
-    (``shadowing_sigma_db`` is used by the models without a standard sigma)."""
-    try:
-        cls = PATH_LOSS_MODELS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown path-loss model {name!r}; expected one of {list(PATH_LOSS_MODELS)}") from None
-    return cls.from_channel(shadowing_sigma_db)
+def make_path_loss_model(name: str, shadowing_sigma_db: Optional[float] = None) -> PathLossModel:
+    """The model registered as ``name``, configured as the scenario's channel section does it:
+    ``shadowing_sigma_db`` (``channel.shadowing_sigma_db`` when set) replaces the model's sigma,
+    ``None`` keeps it."""
+    return path_loss_class(name).from_channel(shadowing_sigma_db)

@@ -8,7 +8,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from .schema import Scenario
+from .schema import TOPOLOGY_CELL_KEYS, Scenario
 
 
 class ScenarioError(ValueError):
@@ -126,7 +126,22 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
                     ("mobility.activity", sc.mobility.activity), ("fl.availability", sc.fl.availability)):
         if p is not None and not Path(p).is_file():
             raise ScenarioError(f"{source}: field '{name}': an existing file; given {p!r}")
+    if sc.topology is not None:
+        _resolve_topology_channel(sc)
     return sc
+
+
+def _resolve_topology_channel(sc: Scenario) -> None:
+    """With a topology and no ``channel.path_loss`` set, the topology's ``channel_model`` becomes the
+    path loss (set explicitly, so the resolved TOML says it and reads back the same)."""
+    from ..net.topology import load_topology
+
+    try:
+        topology_model = load_topology(sc.topology).channel_model
+    except ValueError as err:  # TopologyError: one line naming the topology file
+        raise ScenarioError(str(err).splitlines()[0]) from None
+    if "path_loss" not in sc.channel.model_fields_set and topology_model is not None:
+        sc.channel.path_loss = topology_model
 
 
 def _drop_none(obj: Any) -> Any:
@@ -140,10 +155,15 @@ def _drop_none(obj: Any) -> Any:
 
 
 def dump_scenario_toml(scenario: Scenario) -> str:
-    """The resolved scenario (every default filled in) as TOML.  Unset optional knobs are omitted."""
+    """The resolved scenario (every default filled in) as TOML.  Unset optional knobs are omitted;
+    with a topology, ``cells`` lists only what cells[0] still supplies (not the keys the topology's
+    base stations replace)."""
     import tomli_w
 
-    return tomli_w.dumps(_drop_none(scenario.model_dump(mode="python")))
+    data = _drop_none(scenario.model_dump(mode="python"))
+    if scenario.topology is not None:
+        data["cells"] = [{k: v for k, v in data["cells"][0].items() if k not in TOPOLOGY_CELL_KEYS}]
+    return tomli_w.dumps(data)
 
 
 def _type_name(ann: Any) -> str:

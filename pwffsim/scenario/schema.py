@@ -11,17 +11,23 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..net.pathloss import PATH_LOSS_MODELS
+from ..net.pathloss_registry import PATH_LOSS_REGISTRY, path_loss_reference
 from ..sim.policies import POLICIES, policy_class, policy_reference
 
 # The choices come from the registries: a new path-loss model or aggregation policy is one class and
-# one registry line, and the schema (and its reference) follow.
-PathLossName = Literal[tuple(PATH_LOSS_MODELS)]
+# one registry line, and the schema (and its reference) follow.  Neither registry imports numpy.
+PathLossName = Literal[tuple(PATH_LOSS_REGISTRY)]
 PolicyName = Literal[tuple(POLICIES)]
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# The [[cells]] keys a topology's base stations supply; with a topology, cells[0] supplies the others
+# (the noise density) and the resolved TOML lists only those.
+TOPOLOGY_CELL_KEYS = ("id", "x_m", "y_m", "uplink_bandwidth_hz", "downlink_bandwidth_hz", "carrier_hz", "height_m",
+                      "bs_tx_power_dbm")
 
 
 class CellConfig(_Section):
@@ -33,9 +39,9 @@ class CellConfig(_Section):
     uplink_bandwidth_hz: float = Field(20e6, gt=0, description="Uplink band B shared by FDMA among active uploads (Hz).")
     downlink_bandwidth_hz: float = Field(20e6, gt=0, description="Downlink band used to broadcast the global model (Hz).")
     carrier_hz: float = Field(2e9, gt=0, description="Carrier frequency (Hz); used by free-space and 3GPP path loss and coherence time.")
-    height_m: float = Field(25.0, gt=1, description="Base-station antenna height (m), for the 3GPP TR 38.901 models.")
+    height_m: Optional[float] = Field(None, gt=1, description="Base-station antenna height (m), for the 3GPP TR 38.901 models. Default: the model's standard height (UMa 25 m, UMi 10 m, RMa 35 m; unused by macro and free space).")
     bs_tx_power_dbm: float = Field(46.0, ge=-30, le=80, description="Base-station transmit power on the downlink (dBm).")
-    noise_density_dbm_hz: float = Field(-174.0, ge=-220, le=-100, description="Noise power spectral density N0 (dBm/Hz).")
+    noise_density_dbm_hz: float = Field(-174.0, ge=-220, le=-100, description="Noise power spectral density N0 (dBm/Hz); with a topology, cells[0]'s applies to every base station.")
 
 
 class DeviceProfileConfig(_Section):
@@ -67,7 +73,7 @@ class DevicesConfig(_Section):
     )
     radius_m: float = Field(250.0, gt=0, description="Disc radius for placement='disc' (m).")
     side_m: float = Field(500.0, gt=0, description="Square side for placement='square' (m).")
-    min_distance_m: float = Field(10.0, ge=0, description="No device closer than this to the centroid of the cells (the base station, with one cell) (m).")
+    min_distance_m: float = Field(10.0, ge=0, description="No device is placed closer than this to any base station (m).")
     positions_m: list[tuple[float, float]] = Field(
         default_factory=list, description="Explicit [x, y] positions (m), one per device, for placement='explicit'."
     )
@@ -109,9 +115,9 @@ class ChannelConfig(_Section):
     """Large-scale and small-scale channel model."""
 
     path_loss: PathLossName = Field(
-        "macro-128.1-37.6", description="Path-loss model: 128.1 + 37.6 log10(d_km) dB (3GPP TR 36.814 macro), Friis free space, or 3GPP TR 38.901 UMa / UMi street canyon / RMa with LOS probability (Tables 7.4.1-1, 7.4.2-1)."
+        "macro-128.1-37.6", description=path_loss_reference() + " With a topology, the topology's channel_model unless path_loss is set here."
     )
-    shadowing_sigma_db: float = Field(8.0, ge=0, le=30, description="Log-normal shadowing standard deviation (dB) for the macro and free-space models (38.901 models use the standard's sigma for the LOS state).")
+    shadowing_sigma_db: Optional[float] = Field(None, ge=0, le=30, description="Log-normal shadowing standard deviation (dB) of every link, for every model and LOS state (0: no shadowing). Default: 8 dB for the macro and free-space models, the standard's sigma for the LOS state for the 38.901 models.")
     shadowing_correlated: bool = Field(False, description="Spatially correlated shadowing (exponential autocorrelation, 38.901 decorrelation distances; 50 m for the other models) instead of one draw per link.")
     ue_height_m: float = Field(1.5, gt=1, le=22.5, description="Device antenna height (m), for the 38.901 models.")
     coherence_from_speed: bool = Field(True, description="Moving devices: fading block length = 0.423 / f_D with f_D = v f_c / c from the device's mean speed; static devices use coherence_time_s.")
@@ -119,6 +125,13 @@ class ChannelConfig(_Section):
     fading: Literal["none", "rayleigh", "rician"] = Field("rayleigh", description="Block fading of the power gain |h|^2 (unit mean).")
     rician_k_db: float = Field(6.0, ge=-30, le=40, description="Rician K-factor (dB), for fading='rician'.")
     coherence_time_s: float = Field(0.05, gt=0, description="Fading block length (s): |h|^2 is constant within a block, i.i.d. across blocks.")
+
+    def path_loss_under(self, topology_model: Optional[str]) -> str:
+        """The path-loss model used: ``path_loss`` if set explicitly, else the topology's
+        ``channel_model`` (``None``: no topology, or one naming none), else the default."""
+        if topology_model is None or "path_loss" in self.model_fields_set:
+            return self.path_loss
+        return topology_model
 
 
 class ModelConfig(_Section):
@@ -286,7 +299,7 @@ class Scenario(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     fl: FLConfig = Field(default_factory=FLConfig)
     pwff: PWFFConfig = Field(default_factory=PWFFConfig)
-    topology: Optional[str] = Field(None, description="Topology file (TOML or GraphML, see topologies/); its base stations replace [[cells]] (noise density from cells[0]) and uploads cross its backhaul to the cloud. Relative to the scenario file.")
+    topology: Optional[str] = Field(None, description="Topology file (TOML or GraphML, see topologies/); its base stations replace [[cells]] (cells[0] still gives the noise density), its channel_model is the path loss unless channel.path_loss is set, and uploads cross its backhaul to the cloud. Relative to the scenario file.")
     mobility: MobilityConfig = Field(default_factory=MobilityConfig)
     handover: HandoverConfig = Field(default_factory=HandoverConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)

@@ -98,19 +98,33 @@ def build_profiles(sc: Scenario) -> list[DeviceProfile]:
 
 
 def cell_configs(sc: Scenario):
-    """The scenario's cells, or the topology's base stations (noise density from cells[0])."""
+    """The scenario's cells, or the topology's base stations: each is cells[0] with the keys a base
+    station supplies (``TOPOLOGY_CELL_KEYS``) replaced, so cells[0] still gives the noise density."""
     if sc.topology is None:
         return list(sc.cells), None
     from ..net.topology import load_topology
-    from ..scenario import CellConfig
+    from ..scenario.schema import TOPOLOGY_CELL_KEYS
 
     topo = load_topology(sc.topology)
-    n0 = sc.cells[0].noise_density_dbm_hz
-    cells = [CellConfig(id=b.id, x_m=b.x_m, y_m=b.y_m, uplink_bandwidth_hz=b.uplink_bandwidth_hz,
-                        downlink_bandwidth_hz=b.downlink_bandwidth_hz, carrier_hz=b.carrier_hz,
-                        bs_tx_power_dbm=b.tx_power_dbm, noise_density_dbm_hz=n0, height_m=b.height_m)
+    renamed = {"bs_tx_power_dbm": "tx_power_dbm"}  # CellConfig key -> BaseStation attribute
+    cells = [sc.cells[0].model_copy(update={k: getattr(b, renamed.get(k, k)) for k in TOPOLOGY_CELL_KEYS})
              for b in topo.base_stations]
     return cells, topo
+
+
+def build_link_budget(sc: Scenario, cfgs, topology):
+    """The link budget: the scenario's path-loss model (the topology's channel_model unless
+    channel.path_loss is set) with the scenario's shadowing sigma if it sets one, over the cells
+    (a cell without a height gets the model's standard mast height)."""
+    from ..net.links import CellSite, LinkBudget
+    from ..net.pathloss import make_path_loss_model
+
+    ch = sc.channel
+    model = make_path_loss_model(ch.path_loss_under(None if topology is None else topology.channel_model),
+                                 ch.shadowing_sigma_db)
+    sites = [CellSite(c.x_m, c.y_m, c.height_m, c.carrier_hz, c.bs_tx_power_dbm) for c in cfgs]
+    return LinkBudget(model, sites, lambda *keys: stream(sc.seed, STREAM_SHADOWING, *keys), sc.devices.count,
+                      correlated=ch.shadowing_correlated, ue_height_m=ch.ue_height_m)
 
 
 def _centre(cells) -> tuple[float, float]:
@@ -122,9 +136,10 @@ def place_devices(sc: Scenario, cells) -> np.ndarray:
     rng = stream(sc.seed, STREAM_PLACEMENT)
     if d.placement == "explicit":
         return np.asarray(d.positions_m, dtype=float).reshape(d.count, 2)
+    sites = [(c.x_m, c.y_m) for c in cells]  # min_distance_m keeps devices away from every base station
     if d.placement == "disc":
-        return place_uniform_disc(rng, d.count, _centre(cells), d.radius_m, d.min_distance_m)
-    return place_uniform_square(rng, d.count, _centre(cells), d.side_m, d.min_distance_m)
+        return place_uniform_disc(rng, d.count, _centre(cells), d.radius_m, d.min_distance_m, sites_m=sites)
+    return place_uniform_square(rng, d.count, _centre(cells), d.side_m, d.min_distance_m, sites_m=sites)
 
 
 def build_mobility(sc: Scenario, positions: np.ndarray, cells):
@@ -206,17 +221,12 @@ class World:
     """Cells, devices and their links, with positions sampled every ``mobility.sample_step_s``."""
 
     def __init__(self, sc: Scenario, env: simpy.Environment):
-        from ..net.links import CellSite, LinkBudget
-
         self.sc = sc
         cfgs, self.topology = cell_configs(sc)
         self.cells: list[Cell] = _build_cells(cfgs, env)
         ch = sc.channel
         n = sc.devices.count
-        self.link = LinkBudget(ch.path_loss, [CellSite(c.x_m, c.y_m, c.height_m, c.carrier_hz, c.bs_tx_power_dbm)
-                                              for c in cfgs],
-                               ch.shadowing_sigma_db, lambda *keys: stream(sc.seed, STREAM_SHADOWING, *keys), n,
-                               correlated=ch.shadowing_correlated, ue_height_m=ch.ue_height_m)
+        self.link = build_link_budget(sc, cfgs, self.topology)
         positions = place_devices(sc, cfgs)
         self.mobility = build_mobility(sc, positions, cfgs)
         self.positions = SampledPositions(positions, self.mobility, sc.mobility.sample_step_s)

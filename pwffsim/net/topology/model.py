@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-CHANNEL_MODEL_HINTS = ("UMa", "UMi", "RMa", "macro-128.1-37.6", "free-space")
+from ..pathloss_registry import PATH_LOSS_REGISTRY
+
+# A topology's channel_model names a registered path-loss model: the scenario uses it unless it sets
+# channel.path_loss.
+CHANNEL_MODEL_HINTS = tuple(PATH_LOSS_REGISTRY)
 SERVER_KINDS = ("edge", "cloud")
 
 
