@@ -37,7 +37,7 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("cell_from", pa.string(), "previous cell of a handover, source node of a backhaul transfer ('' otherwise)"),
         ("kind", pa.string(), "download | compute | upload | aggregate | dropout | handover | backhaul | offline"),
         ("bytes", pa.int64(), "payload bytes of the transfer (0 for compute, aggregate, dropout)"),
-        ("rate_bps", pa.float64(), "mean rate over the activity: bits actually moved / duration (bit/s)"),
+        ("rate_bps", pa.float64(), "mean rate over the activity: bits actually moved / duration (bit/s); for backhaul rows the route's bottleneck rate (its latency is in the duration, not in the rate)"),
         ("energy_j", pa.float64(), "device energy drawn by this activity (J)"),
         ("battery_j", pa.float64(), "device battery after the activity (J); NaN for the server"),
         ("status", pa.string(), "ok | late (stopped by the deadline or not needed by over-selection) | dropped (battery empty) | offline (device went offline)"),

@@ -143,6 +143,12 @@ def test_backhaul_legs_follow_topology_routes(tmp_path):
         want = topo.transfer_time_s(e["cell_from"], e["cell"], payload)
         assert e["t_end_s"] - e["t_start_s"] == pytest.approx(want, rel=1e-12)
         assert e["energy_j"] == 0.0
+        # the rate column is the bits' rate on the route (its smallest capacity), the latency excluded
+        path = topo.route(e["cell_from"], e["cell"])
+        hops = [topo.graph.edges[u, v] for u, v in zip(path, path[1:])]
+        assert e["rate_bps"] == min(h["capacity_bps"] for h in hops)
+        latency = sum(h["latency_s"] for h in hops)
+        assert e["rate_bps"] == pytest.approx(8 * payload / (want - latency), rel=1e-9)
     # every download starts when its backhaul leg ended; arrival after the upward leg
     for k in range(4):
         down = [e for e in bh if e["client"] == k and e["cell_from"] == topo.cloud][0]

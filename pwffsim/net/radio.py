@@ -123,7 +123,9 @@ class SharedBand:
         return tr.done
 
     def cancel(self, tr: Transfer, status: str = Status.LATE) -> None:
-        """Stop ``tr`` now (e.g. the round deadline passed): bits sent so far are lost."""
+        """Stop ``tr`` now (e.g. the round deadline passed): bits sent so far are lost.  A transfer
+        whose last bit (or last joule) falls at this very instant ends as it would have (``ok`` or
+        ``dropped``): a completion at the instant of a stop counts."""
         if tr.status != Status.ACTIVE:
             return
         self._settle()
@@ -145,6 +147,8 @@ class SharedBand:
             return False
         self.active.remove(tr)
         tr.status = Status.DETACHED
+        # What this band predicted for it no longer holds: the band it joins next computes afresh.
+        tr.rate_bps, tr._t_finish, tr._t_empty = 0.0, math.inf, math.inf
         self._poke()
         self._membership_changed()
         return True
@@ -162,14 +166,14 @@ class SharedBand:
         self._membership_changed()
 
     def interference_psd_w_per_hz(self, gain_to_this_bs: Callable[[Transfer, float], float], t: float) -> float:
-        """Power spectral density this band's active transfers cause at another base station:
-        each transmits ``snr_power_w`` spread over its FDMA share; ``gain_to_this_bs(tr, t)`` is the
-        link gain from the transfer's device to that base station."""
-        n = len(self.active)
-        if n == 0:
+        """Power spectral density this band's active transfers cause at another base station whose
+        band fully overlaps this one (reuse 1): the FDMA transfers sit on disjoint sub-bands that
+        together cover the band, so their received powers ``p g`` add up over the whole bandwidth:
+        ``sum_i p_i g_i / B`` (W/Hz).  ``gain_to_this_bs(tr, t)`` is the link gain from the
+        transfer's device to that base station."""
+        if not self.active:
             return 0.0
-        b = self.share_hz(n)
-        return sum(tr.snr_power_w * gain_to_this_bs(tr, t) for tr in self.active) / b
+        return sum(tr.snr_power_w * gain_to_this_bs(tr, t) for tr in self.active) / self.bandwidth_hz
 
     def share_hz(self, n_active: int) -> float:
         """Bandwidth of each active transfer (Hz): equal FDMA shares, or the whole band if unshared."""
@@ -217,8 +221,8 @@ class SharedBand:
                 tr.bits_left = max(0.0, tr.bits_left - tr.rate_bps * dt)
                 ended.append((tr, Status.DROPPED))
                 continue
-            e = tr.drain_power_w * dt
-            tr.energy_j += tr.battery.draw(e)
+            if tr.rate_bps > 0:  # a stalled transfer (out of coverage: gain 0) has its radio idle
+                tr.energy_j += tr.battery.draw(tr.drain_power_w * dt)
             if finishes:
                 ended.append((tr, Status.OK))
             else:
@@ -241,7 +245,7 @@ class SharedBand:
             r = fdma_rate_bps(b, tr.snr_power_w, tr.gain(now), n0, i0)
             tr.rate_bps = r
             tr._t_finish = now + tr.bits_left / r if r > 0 else math.inf
-            tr._t_empty = now + tr.battery.time_to_empty_s(tr.drain_power_w)
+            tr._t_empty = now + tr.battery.time_to_empty_s(tr.drain_power_w) if r > 0 else math.inf
             t_next = min(t_next, tr._t_finish, tr._t_empty, tr.next_change_s(now))
         return t_next
 

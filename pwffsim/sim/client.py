@@ -5,10 +5,15 @@ compute profile and battery, the topology's backhaul routes); the compute phase 
 update to the training executor, whose result is needed only at the aggregation.  A phase stopped by
 the server (``simpy.Interrupt`` with a :class:`~pwffsim.status.StopCause`) ends with the matching
 status; a battery that empties ends the round with a dropout.
+
+Same-instant rule: an activity that completes at the very instant a stop arrives completes (its row
+says ``ok``; an upload that ends at the deadline has arrived "by" it), and the stop then ends the
+client's round before its next activity starts.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import math
+from typing import Any, Callable, Optional
 
 import simpy
 
@@ -19,6 +24,11 @@ from .state import ClientOutcome, RunState
 from .world import Device, World
 
 _DIRECTION = {Kind.DOWNLOAD: "dl", Kind.UPLOAD: "ul"}
+
+
+def backhaul_rate_bps(topology: Any, src: str, dst: str) -> float:
+    """The bottleneck rate of the backhaul route from ``src`` to ``dst`` (0 if they are one node)."""
+    return 0.0 if src == dst else float(topology.bottleneck_bps(src, dst))
 
 
 class ClientLifecycle:
@@ -33,15 +43,19 @@ class ClientLifecycle:
         self.env, self.world, self.recorder, self.state = env, world, recorder, state
         self.executor, self.job_for, self.flops, self.policy = executor, job_for, flops, policy
         self.in_flight: dict[int, tuple[Transfer, str]] = {}
+        self.out_of_service_until_s: dict[int, float] = {}  # device -> end of its handover interruption
 
     def round(self, r: int, dev: Device, down_bytes: int, up_bytes: int):
         """One client's round (a SimPy process body); returns its :class:`ClientOutcome`."""
         out = ClientOutcome(client=dev.index, start_global=self.policy.start_model(dev),
                             start_version=self.state.version, t_start_s=self.env.now)
-        for phase in self._phases(down_bytes):
+        phases = self._phases(down_bytes)
+        for i, phase in enumerate(phases):
             status = yield from self._phase(r, dev, phase, out, down_bytes, up_bytes)
             if phase == Kind.DOWNLOAD:
                 out.downloaded = status == Status.OK  # (no download at all: not counted)
+            if status == Status.OK and out.stop_cause is not None and i < len(phases) - 1:
+                status = StopCause.status(out.stop_cause)  # stopped as this phase completed: no next one
             if status != Status.OK:
                 out.status = status
                 if status == Status.DROPPED:
@@ -67,8 +81,8 @@ class ClientLifecycle:
             return (yield from self.transfer(r, dev, phase, nbytes, out))
         server, cell = self.policy.aggregation_node(dev), self.world.cell_id(dev)
         if phase == "backhaul-down":
-            return (yield from self.backhaul(r, dev, server, cell, down_bytes))
-        return (yield from self.backhaul(r, dev, cell, server, up_bytes))
+            return (yield from self.backhaul(r, dev, server, cell, down_bytes, out))
+        return (yield from self.backhaul(r, dev, cell, server, up_bytes, out))
 
     def dropout(self, r: int, dev: Device) -> None:
         dev.alive = False
@@ -76,41 +90,67 @@ class ClientLifecycle:
         self.recorder.instant(r, dev, Kind.DROPOUT, self.env.now, Status.DROPPED)
 
     def transfer(self, r: int, dev: Device, kind: str, nbytes: int, out: ClientOutcome):
-        """A download or upload over the serving cell's shared band (it may move cells at a handover)."""
+        """A download or upload over the serving cell's shared band (it may move cells at a handover).
+        Requested during a handover interruption, it starts when the interruption ends (the event row
+        spans the wait, which draws no power)."""
         direction = _DIRECTION[kind]
-        cell = self.world.cells[dev.cell]
-        if kind == Kind.DOWNLOAD:
-            snr_p, drain_p, gain = cell.bs_tx_power_w, dev.profile.rx_power_w, dev.dl_gain
-        else:
-            snr_p, drain_p, gain = dev.profile.tx_power_w, dev.profile.tx_power_w, dev.ul_gain
-        tr = Transfer(device=dev.index, bits=8.0 * nbytes, snr_power_w=snr_p, drain_power_w=drain_p,
-                      battery=dev.battery, gain=gain, next_change_s=lambda t: dev.next_change_s(direction, t))
-        self.in_flight[dev.index] = (tr, direction)
+        t_request = self.env.now
+        tr = None
         try:
-            yield cell.band(direction).start(tr)
+            wait_s = self.out_of_service_until_s.get(dev.index, -math.inf) - t_request
+            if wait_s > 0:
+                yield self.env.timeout(wait_s)
+            tr = self._new_transfer(dev, direction, nbytes)
+            self.in_flight[dev.index] = (tr, direction)
+            yield self.world.cells[dev.cell].band(direction).start(tr)
         except simpy.Interrupt as stop:
-            status = StopCause.status(stop.cause)
-            if tr.status == Status.DETACHED:  # stopped during a handover interruption
-                tr.status, tr.t_end_s = status, self.env.now
-                tr.rate_bps = tr.mean_rate_bps
-            else:
-                self.world.cells[dev.cell].band(direction).cancel(tr, status)
+            tr = self._stop_transfer(tr, dev, direction, nbytes, stop.cause, out)
         finally:
             self.in_flight.pop(dev.index, None)
+        tr.t_start_s = t_request
         out.energy_j += tr.energy_j
         self.recorder.event(r, dev, kind, tr.t_start_s, tr.t_end_s, nbytes, tr.mean_rate_bps, tr.energy_j, tr.status)
         return tr.status
 
-    def backhaul(self, r: int, dev: Device, src: str, dst: str, nbytes: int):
+    def _new_transfer(self, dev: Device, direction: str, nbytes: int) -> Transfer:
+        if direction == "dl":
+            snr_p, drain_p, gain = self.world.cells[dev.cell].bs_tx_power_w, dev.profile.rx_power_w, dev.dl_gain
+        else:
+            snr_p, drain_p, gain = dev.profile.tx_power_w, dev.profile.tx_power_w, dev.ul_gain
+        return Transfer(device=dev.index, bits=8.0 * nbytes, snr_power_w=snr_p, drain_power_w=drain_p,
+                        battery=dev.battery, gain=gain, next_change_s=lambda t: dev.next_change_s(direction, t))
+
+    def _stop_transfer(self, tr: Optional[Transfer], dev: Device, direction: str, nbytes: int, cause: Any,
+                       out: ClientOutcome) -> Transfer:
+        """The transfer as a stop for ``cause`` leaves it now.  One that completes at this very instant
+        completes (``out.stop_cause`` then ends the round after it)."""
+        status = StopCause.status(cause)
+        if tr is None:  # stopped while waiting for the end of a handover interruption
+            tr = self._new_transfer(dev, direction, nbytes)
+            tr.t_start_s = self.env.now
+        if tr.done is None or tr.status == Status.DETACHED:  # not on any band now
+            tr.status, tr.t_end_s = status, self.env.now
+            tr.rate_bps = tr.mean_rate_bps
+        else:
+            self.world.cells[dev.cell].band(direction).cancel(tr, status)
+        if tr.status != status:
+            out.stop_cause = cause
+        return tr
+
+    def backhaul(self, r: int, dev: Device, src: str, dst: str, nbytes: int, out: ClientOutcome):
         """The model part crossing the backhaul graph (latency + bytes over the bottleneck)."""
         t0 = self.env.now
+        dt = self.world.topology.transfer_time_s(src, dst, nbytes)
         status = Status.OK
         try:
-            yield self.env.timeout(self.world.topology.transfer_time_s(src, dst, nbytes))
+            yield self.env.timeout(dt)
         except simpy.Interrupt as stop:
-            status = StopCause.status(stop.cause)
-        t1 = self.env.now
-        self.recorder.backhaul(r, dev, t0, t1, t1 - t0, nbytes, src, dst, status)
+            if self.env.now < t0 + dt:
+                status = StopCause.status(stop.cause)
+            else:  # it completes at the instant of the stop
+                out.stop_cause = stop.cause
+        self.recorder.backhaul(r, dev, t0, self.env.now, backhaul_rate_bps(self.world.topology, src, dst), nbytes, src, dst,
+                               status)
         return status
 
     def compute(self, r: int, dev: Device, out: ClientOutcome):
@@ -121,19 +161,24 @@ class ClientLifecycle:
         t0 = env.now
         handle = self.executor.submit(self.job_for(r, dev.index, out.start_global))
         enough = dev.battery.level_j >= e_c
+        wait_s = t_c if enough else dev.battery.time_to_empty_s(power)
         try:
-            yield env.timeout(t_c if enough else dev.battery.time_to_empty_s(power))
+            yield env.timeout(wait_s)
         except simpy.Interrupt as stop:
-            e = dev.battery.draw(power * (env.now - t0))
-            status = StopCause.status(stop.cause)
-            handle.cancel()
-        else:
-            if enough:
-                e, status = dev.battery.draw(e_c), Status.OK
-                out.handle = handle
-            else:
-                e, status = dev.battery.drain_all(), Status.DROPPED
+            if env.now < t0 + wait_s:
+                e = dev.battery.draw(power * (env.now - t0))
+                out.energy_j += e
                 handle.cancel()
+                status = StopCause.status(stop.cause)
+                self.recorder.event(r, dev, Kind.COMPUTE, t0, env.now, 0, 0.0, e, status)
+                return status
+            out.stop_cause = stop.cause  # it completes at the instant of the stop
+        if enough:
+            e, status = dev.battery.draw(e_c), Status.OK
+            out.handle = handle
+        else:
+            e, status = dev.battery.drain_all(), Status.DROPPED
+            handle.cancel()
         out.energy_j += e
         self.recorder.event(r, dev, Kind.COMPUTE, t0, env.now, 0, 0.0, e, status)
         return status

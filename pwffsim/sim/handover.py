@@ -3,7 +3,9 @@
 A device's association is re-evaluated at every position sample; when the A3 rule fires, a transfer
 on the air is detached from the old cell's band, the device is out of service for
 ``handover.interruption_s``, and the transfer then continues (or restarts) on the new cell's band with
-its remaining bits.
+its remaining bits.  A transfer the device begins during the interruption waits for its end
+(:class:`~pwffsim.sim.client.ClientLifecycle` reads ``out_of_service_until_s``).  A download moved to
+the new cell is sent with the new base station's power.
 """
 from __future__ import annotations
 
@@ -52,8 +54,11 @@ class Handovers:
             tr, direction = flight
             if cells[old].band(direction).detach(tr):
                 moved = (tr, direction)
+                if direction == "dl":
+                    tr.snr_power_w = cells[target].bs_tx_power_w
         dev.cell = target
         t0 = env.now
+        self.clients.out_of_service_until_s[dev.index] = t0 + self.interruption_s
         yield env.timeout(self.interruption_s)
         if moved is not None and moved[0].status == Status.DETACHED:
             cells[dev.cell].band(moved[1]).attach(moved[0], restart=self.restart_in_flight)

@@ -15,11 +15,6 @@ from ..status import Kind, Status
 from .state import ClientOutcome
 
 
-def rate_bps(nbytes: int, duration_s: float) -> float:
-    """Mean rate of ``nbytes`` moved in ``duration_s`` (0 for an instantaneous activity)."""
-    return 8.0 * nbytes / duration_s if duration_s > 0 else 0.0
-
-
 class Recorder:
     """``cell_id(dev)`` names a device's serving cell; ``writer`` (None: rows in memory only) writes."""
 
@@ -63,11 +58,11 @@ class Recorder:
         """An instantaneous event of a device (dropout, offline)."""
         self.event(r, dev, kind, t, t, 0, 0.0, 0.0, status)
 
-    def backhaul(self, r: int, dev: Any, t0: float, t1: float, duration_s: float, nbytes: int, src: str, dst: str,
-                 status: str = Status.OK) -> None:
-        """The model part crossing the backhaul from node ``src`` to node ``dst``."""
-        self.event(r, dev, Kind.BACKHAUL, t0, t1, nbytes, rate_bps(nbytes, duration_s), 0.0, status,
-                   cell=dst, cell_from=src)
+    def backhaul(self, r: int, dev: Any, t0: float, t1: float, bottleneck_bps: float, nbytes: int, src: str,
+                 dst: str, status: str = Status.OK) -> None:
+        """The model part crossing the backhaul from node ``src`` to node ``dst``; its rate is the
+        route's bottleneck rate (the latency is not a rate)."""
+        self.event(r, dev, Kind.BACKHAUL, t0, t1, nbytes, bottleneck_bps, 0.0, status, cell=dst, cell_from=src)
 
     def handover(self, r: int, dev: Any, t0: float, t1: float, cell_from: str, cell_to: str) -> None:
         self.event(r, dev, Kind.HANDOVER, t0, t1, 0, 0.0, 0.0, Status.OK, cell=cell_to, cell_from=cell_from)

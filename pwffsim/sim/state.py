@@ -70,6 +70,7 @@ class ClientOutcome:
     start_version: int = 0          # its global version (staleness = version at aggregation - this)
     t_start_s: float = math.nan     # when its round began
     energy_j: float = 0.0
+    stop_cause: Any = None          # a stop that arrived as an activity completed (the round ends after it)
 
     @property
     def arrived(self) -> bool:

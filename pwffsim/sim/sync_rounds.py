@@ -61,9 +61,10 @@ class SyncRounds(RoundLoop):
         if pending:
             yield simpy.AllOf(self.env, [procs[k] for k in sorted(pending)])
         outcomes: dict[int, ClientOutcome] = {k: p.value for k, p in procs.items()}
-        if need is not None and len(arrivals) > need:
-            # More arrived at the same instant than are needed: the first `need` by (time, id) count.
-            for _, k in sorted(arrivals)[need:]:
+        if need is not None:
+            # More arrived at the same instant than are needed (some as they were being stopped):
+            # the first `need` by (time, id) count.
+            for _, k in sorted((o.t_arrival_s, k) for k, o in outcomes.items() if o.arrived)[need:]:
                 outcomes[k].status = Status.LATE
         return outcomes
 

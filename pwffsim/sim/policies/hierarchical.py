@@ -55,12 +55,10 @@ class HierarchicalPolicy(SyncPolicy):
         ``cloud_every`` rounds."""
         srv = self.server
         state, world = srv.state, srv.world
-        for e in self.edges:
-            mine = [u for u in updates if world.edge_of(world.devices[u.client]) == e]
-            if mine and srv.split.global_keys:
-                state.edge_state[e] = self.aggregate(server_round, state.edge_state[e], mine)
-                self.edge_samples[e] += sum(float(u.num_samples) for u in mine)
-        if not self.cloud_round(server_round) or not srv.split.global_keys:
+        if not srv.split.global_keys:
+            return
+        self._edge_round(server_round, updates)
+        if not self.cloud_round(server_round):
             return
         nbytes = state.payload_bytes()
         cloud = world.topology.cloud
@@ -76,12 +74,24 @@ class HierarchicalPolicy(SyncPolicy):
             state.edge_state[e] = dict(state.global_state)
             self.edge_samples[e] = 0.0
 
+    def _edge_round(self, server_round: int, updates) -> None:
+        """Each edge server aggregates the updates of its own cells."""
+        state, world = self.server.state, self.server.world
+        for e in self.edges:
+            mine = [u for u in updates if world.edge_of(world.devices[u.client]) == e]
+            if mine:
+                state.edge_state[e] = self.aggregate(server_round, state.edge_state[e], mine)
+                self.edge_samples[e] += sum(float(u.num_samples) for u in mine)
+
     def _backhaul_all(self, server_round: int, nbytes: int, legs: dict):
         """Every edge's leg at once; the process waits for the slowest."""
+        from ..client import backhaul_rate_bps  # (not at import: the scenario schema imports this module)
+
         srv = self.server
         topo = srv.world.topology
         t0 = srv.env.now
         dt = {e: topo.transfer_time_s(src, dst, nbytes) for e, (src, dst) in legs.items()}
         yield srv.env.timeout(max(dt.values()))
         for e, (src, dst) in legs.items():
-            srv.recorder.backhaul(server_round, None, t0, t0 + dt[e], dt[e], nbytes, src, dst)
+            srv.recorder.backhaul(server_round, None, t0, t0 + dt[e], backhaul_rate_bps(topo, src, dst), nbytes,
+                                  src, dst)
