@@ -88,8 +88,8 @@ def test_shipped_files_content():
     (bs,) = single.base_stations
     assert (bs.x_m, bs.y_m, bs.carrier_hz, bs.uplink_bandwidth_hz) == (0.0, 0.0, 2e9, 20e6)
     assert single.edge_of("bs0") == "cloud" and len(single.links) == 1
-    assert load_topology(TOPO_DIR / "hex7_uma.toml") == hex7("UMa")
-    assert load_topology(TOPO_DIR / "hex7_umi.toml") == hex7("UMi")
+    assert load_topology(TOPO_DIR / "hex7_uma.toml") == hex7("UMa", noise_figure_db=5.0)  # 38.901: 5 dB at the BS
+    assert load_topology(TOPO_DIR / "hex7_umi.toml") == hex7("UMi", noise_figure_db=5.0)
 
 
 def test_shipped_files_match_generator(tmp_path):

@@ -33,9 +33,12 @@ __all__ = [
     "db_to_linear",
     "linear_to_db",
     "noise_power_w",
+    "effective_noise_density_w_per_hz",
     "sinr_linear",
     "shannon_rate_bps",
     "fdma_rate_bps",
+    "truncated_shannon_rate_bps",
+    "packet_error_rate",
     "rayleigh_ergodic_capacity_bps",
     "rayleigh_outage_probability",
     "coherence_time_s",
@@ -91,6 +94,14 @@ def noise_power_w(noise_density_dbm_hz: float, bandwidth_hz: float) -> float:
     b = nonnegative(bandwidth_hz, "bandwidth_hz")
     n0_w_per_hz = np.asarray(dbm_to_w(noise_density_dbm_hz))
     return scalar_or_array(n0_w_per_hz * b)
+
+
+def effective_noise_density_w_per_hz(noise_density_w_per_hz, noise_figure_db):
+    """Noise density a receiver with noise figure ``NF`` sees: ``N0 10^(NF/10)`` (W/Hz); ``NF = 0`` dB
+    gives ``N0`` bit for bit.  Source: Friis, "Noise figures of radio receivers", Proc. IRE 1944 (the
+    noise factor ``10^(NF/10)`` multiplies the input-referred thermal noise)."""
+    n0 = nonnegative(noise_density_w_per_hz, "noise_density_w_per_hz")
+    return scalar_or_array(n0 * 10.0 ** (nonnegative(noise_figure_db, "noise_figure_db") / 10.0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,6 +190,45 @@ def fdma_rate_bps(bandwidth_hz, power_w, gain, noise_density_w_per_hz, interfere
         return float(_shannon_kernel(b, _sinr_kernel(p, g, n0, b, i0)))
     b, p, g, n0, i0 = _checked_arrays(args, _FDMA_ARGS)
     return scalar_or_array(_shannon_array(b, _sinr_array(p, g, n0, b, i0)))
+
+
+def _truncated_kernel(b, sinr, alpha, sinr_min, se_max):
+    """``0`` below ``sinr_min``, else ``min(alpha B log2(1 + sinr), B se_max)``: the one place of the
+    truncated Shannon formula (its log2 term is the Shannon kernel's)."""
+    if b == 0 or sinr < sinr_min:
+        return 0.0
+    return min(alpha * _shannon_kernel(b, sinr), b * se_max)
+
+
+_truncated_array = np.vectorize(_truncated_kernel, otypes=[float])
+
+
+def truncated_shannon_rate_bps(bandwidth_hz, sinr_linear, alpha, sinr_min_linear, se_max_bps_per_hz):
+    """Attenuated, truncated Shannon bound (link adaptation over a finite set of modulation and coding
+    schemes): ``0`` for ``SINR < SINR_min``, else ``alpha B log2(1 + SINR)`` capped at ``B SE_max``.
+
+    Source: 3GPP TR 36.942, Annex A.1 (``Thr = 0`` below ``SINR_MIN``, ``alpha S(SINR)`` up to
+    ``SINR_MAX``, ``Thr_MAX`` above; LTE: downlink 0.6, -10 dB, 4.4 bit/s/Hz, uplink 0.4, -10 dB,
+    2.0 bit/s/Hz).  ``B = 0`` gives 0."""
+    args = (bandwidth_hz, sinr_linear, alpha, sinr_min_linear, se_max_bps_per_hz)
+    names = ("bandwidth_hz", "sinr_linear", "alpha", "sinr_min_linear", "se_max_bps_per_hz")
+    positive(alpha, "alpha"), positive(se_max_bps_per_hz, "se_max_bps_per_hz")
+    if _checked(args, names) is not None:
+        return float(_truncated_kernel(*args))
+    return scalar_or_array(_truncated_array(*_checked_arrays(args, names)))
+
+
+def packet_error_rate(waterfall_m, sinr_linear):
+    """Packet error rate of an uplink transmission at SINR ``gamma``:
+    ``q = 1 - exp(-m (I + B N0) / (P h)) = 1 - exp(-m / gamma)``, ``m`` the waterfall threshold.
+
+    Source: M. Chen, Z. Yang, W. Saad, C. Yin, H. V. Poor, S. Cui, "A joint learning and
+    communications framework for federated learning over wireless networks", IEEE TWC 20(1), 2021,
+    sec. II.  ``m > 0``; ``gamma = 0`` gives 1, ``gamma = inf`` gives 0."""
+    m = float(positive(waterfall_m, "waterfall_m"))
+    g = nonnegative(sinr_linear, "sinr_linear")
+    with np.errstate(divide="ignore"):
+        return scalar_or_array(-np.expm1(-m / g))
 
 
 def _exp_e1(x: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Device computation and energy: closed forms of the standard wireless-FL system model.
 
 Local computation (Yang et al., IEEE TWC 2021): time = FLOPs / (FLOP/s); cycles = FLOPs / (FLOPs per cycle);
-energy = kappa x cycles x f^2.  A :class:`Battery` is the level every activity draws from.
+energy = kappa x cycles x f^2; transmitting draws p / eta + P_c (PA efficiency, circuit power).  A
+:class:`Battery` is the level every activity draws from.
 Never imports torch.
 """
 from __future__ import annotations
@@ -29,6 +30,20 @@ def compute_energy_j(kappa: float, cycles: float, cpu_hz: float) -> float:
     return kappa * cycles * cpu_hz * cpu_hz
 
 
+def transmit_drain_power_w(tx_power_w: float, pa_efficiency: float = 1.0, circuit_power_w: float = 0.0) -> float:
+    """Battery power drawn while transmitting: ``p / eta + P_c`` (W), the radiated power ``p`` through a
+    power amplifier of drain efficiency ``eta`` plus the transmit chain's circuit power ``P_c``.
+
+    Source: Cui, Goldsmith & Bahai, "Energy-constrained modulation optimization", IEEE TWC 4(5), 2005
+    (``P = (1 + alpha) P_out + P_c``, ``alpha = 1/eta - 1``).  ``eta = 1`` and ``P_c = 0`` give ``p``
+    bit for bit (Yang et al.'s transmit energy ``p x`` time).
+    """
+    if not 0 < pa_efficiency <= 1 or circuit_power_w < 0 or tx_power_w < 0:
+        raise ValueError(f"need tx_power_w >= 0, 0 < pa_efficiency <= 1, circuit_power_w >= 0; got "
+                         f"{tx_power_w}, {pa_efficiency}, {circuit_power_w}")
+    return tx_power_w / pa_efficiency + circuit_power_w
+
+
 @dataclass
 class DeviceProfile:
     """The numbers of one device class (plain data; built from the scenario)."""
@@ -41,6 +56,16 @@ class DeviceProfile:
     tx_power_w: float
     rx_power_w: float
     battery_j: float
+    # Terms beyond Yang et al.'s model; the defaults leave it as it is.
+    pa_efficiency: float = 1.0      # transmit drain = tx_power_w / pa_efficiency + circuit_power_w
+    circuit_power_w: float = 0.0
+    idle_power_w: float = 0.0       # drawn while taking part in a round and not active (pwffsim.sim.idle)
+    noise_figure_db: float = 0.0    # receiver noise figure (downlink): N0 x 10^(NF/10)
+
+    @property
+    def tx_drain_power_w(self) -> float:
+        """Battery power while transmitting (W): :func:`transmit_drain_power_w`."""
+        return transmit_drain_power_w(self.tx_power_w, self.pa_efficiency, self.circuit_power_w)
 
     def compute_cost(self, flops: float) -> tuple[float, float]:
         """(time_s, energy_j) of executing ``flops`` on this device."""

@@ -76,7 +76,7 @@ def _to_dict(topo: Topology) -> dict[str, Any]:
     data: dict[str, Any] = {"name": topo.name}
     if topo.channel_model is not None:
         data["channel_model"] = topo.channel_model
-    data["base_stations"] = [asdict(bs) for bs in topo.base_stations]
+    data["base_stations"] = [{k: v for k, v in asdict(bs).items() if v is not None} for bs in topo.base_stations]
     data["servers"] = [asdict(s) for s in topo.servers]
     data["links"] = [asdict(link) for link in topo.links]
     return data

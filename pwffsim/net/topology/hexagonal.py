@@ -50,7 +50,7 @@ def hex7(scenario: str = "UMa", isd_m: float | None = None, carrier_hz: float = 
          height_m: float | None = None, tx_power_dbm: float | None = None,
          uplink_bandwidth_hz: float = 20e6, downlink_bandwidth_hz: float = 20e6,
          backhaul_latency_s: float = 0.005, backhaul_capacity_bps: float = 10e9,
-         name: str | None = None) -> Topology:
+         name: str | None = None, noise_figure_db: float | None = None) -> Topology:
     """The 3GPP 7-site hexagonal layout (one ring, :func:`hexagonal_sites`).
 
     ``scenario`` picks the defaults of :data:`HEX_SCENARIOS` (TR 38.901 Table 7.2-1: UMa ISD 500 m,
@@ -58,6 +58,7 @@ def hex7(scenario: str = "UMa", isd_m: float | None = None, carrier_hz: float = 
     omni-directional cell ``bs0``..``bs6`` (``bs0`` at the centre): the usual three 120-degree
     sectors per site are not modelled.  Every cell hangs off a single ``cloud`` server through a
     star backhaul (default 5 ms, 10 Gb/s per link).  ``channel_model`` is set to ``scenario``.
+    ``noise_figure_db`` (dB), if given, is every base station's receiver noise figure.
     """
     if scenario not in HEX_SCENARIOS:
         raise ValueError(f"scenario must be one of {', '.join(HEX_SCENARIOS)}, got {scenario!r}")
@@ -73,7 +74,7 @@ def hex7(scenario: str = "UMa", isd_m: float | None = None, carrier_hz: float = 
              "carrier_hz": carrier_hz, "uplink_bandwidth_hz": uplink_bandwidth_hz,
              "downlink_bandwidth_hz": downlink_bandwidth_hz,
              "tx_power_dbm": defaults["tx_power_dbm"] if tx_power_dbm is None else tx_power_dbm,
-             "server": "cloud"}
+             "server": "cloud", **({} if noise_figure_db is None else {"noise_figure_db": noise_figure_db})}
             for i, (x, y) in enumerate(sites)
         ],
         "servers": [{"id": "cloud", "kind": "cloud"}],

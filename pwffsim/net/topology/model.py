@@ -34,6 +34,7 @@ class BaseStation:
     downlink_bandwidth_hz: float
     tx_power_dbm: float
     server: str
+    noise_figure_db: float | None = None  # receiver noise figure (dB); None: the scenario's cells[0]
 
 
 @dataclass

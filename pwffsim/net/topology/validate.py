@@ -28,7 +28,7 @@ _BS_NUMERIC = {
     "downlink_bandwidth_hz": (False, 20e6, "pos"),
     "tx_power_dbm": (False, 46.0, "real"),
 }
-_BS_KEYS = ("id", *_BS_NUMERIC, "server")
+_BS_KEYS = ("id", *_BS_NUMERIC, "server", "noise_figure_db")  # noise_figure_db: optional, >= 0 (dB)
 _SERVER_KEYS = ("id", "kind")
 _LINK_KEYS = ("a", "b", "latency_s", "capacity_bps")
 _TOP_KEYS = ("name", "channel_model", "base_stations", "servers", "links")
@@ -186,7 +186,10 @@ class _Validator:
         server = entry.get("server", cloud)
         if server not in server_ids:
             raise _err(source, f"{loc}.server", f"the id of a [[servers]] entry (one of {sorted(server_ids)})", server)
-        return BaseStation(id=entry["id"], server=server, **values)
+        nf = entry.get("noise_figure_db")
+        if nf is not None:
+            nf = _number(source, f"{loc}.noise_figure_db", nf, "nonneg")
+        return BaseStation(id=entry["id"], server=server, noise_figure_db=nf, **values)
 
     # -- links and connectivity --------------------------------------------------------------------
     def _links(self, graph: nx.Graph, raw_links: list) -> None:
@@ -236,7 +239,7 @@ def _graph(name: str, channel_model: str | None, stations: list[BaseStation], se
     if channel_model is not None:
         graph.graph["channel_model"] = channel_model
     for bs in stations:
-        attrs = asdict(bs)
+        attrs = {k: v for k, v in asdict(bs).items() if v is not None}  # an unset noise figure is absent
         del attrs["id"]
         graph.add_node(bs.id, kind="bs", **attrs)
     for s in servers:
