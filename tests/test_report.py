@@ -324,8 +324,9 @@ def test_reads_what_trace_writer_writes(tmp_path, tables):
                      ("clients", clients)):
         cols = [c for c, _, _ in trace.SCHEMAS[name]]
         df = df.reindex(columns=cols)  # columns added to the schema later: NaN (strings: empty)
-        if "cell_from" in df:
-            df["cell_from"] = df["cell_from"].astype(object).fillna("")
+        for col, typ in trace.column_types(name).items():  # text columns added to the schema later: ""
+            if trace.is_text(typ):
+                df[col] = df[col].astype(object).fillna("")
         for col in ("staleness", "offline"):  # integer columns added to the schema later
             if col in df:
                 df[col] = df[col].fillna(0).astype(int)

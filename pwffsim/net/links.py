@@ -40,6 +40,20 @@ class CellSite:
     tx_power_dbm: float
 
 
+@dataclass(frozen=True)
+class LinkComponents:
+    """The large-scale parts of one link at one position."""
+
+    distance_m: float      # 2D distance to the base station (m)
+    los: bool              # line-of-sight state
+    path_loss_db: float    # the path-loss model's loss for that distance and LOS state (dB)
+    shadowing_db: float    # the shadowing loss drawn for the link (dB; positive = weaker)
+
+    @property
+    def gain_db(self) -> float:
+        return -(self.path_loss_db + self.shadowing_db)
+
+
 class LinkBudget:
     """Large-scale gain (dB, negative) of device ``k`` towards cell ``j`` at position ``xy``.
 
@@ -82,10 +96,8 @@ class LinkBudget:
         p = self.path_loss_model.los_probability(self.distance_2d_m(cell, xy), h_ut_m=self.ue_height_m)
         return bool(self._u_los[device, cell] < p)
 
-    def gain_db(self, device: int, cell: int, xy: Optional[np.ndarray]) -> float:
-        """Large-scale gain in dB (``-inf`` when the device is out of coverage, ``xy is None``)."""
-        if xy is None:
-            return -math.inf
+    def components(self, device: int, cell: int, xy: np.ndarray) -> "LinkComponents":
+        """What the large-scale gain of the link at ``xy`` is made of."""
         c = self.cells[cell]
         d = self.distance_2d_m(cell, xy)
         m = self.path_loss_model
@@ -96,7 +108,11 @@ class LinkBudget:
             z = self._fields[(cell, los)].value_db(float(xy[0]), float(xy[1]))
         else:
             z = self._z_shadow[device, cell]
-        return -(float(pl) + sigma * float(z))
+        return LinkComponents(d, los, float(pl), sigma * float(z))
+
+    def gain_db(self, device: int, cell: int, xy: Optional[np.ndarray]) -> float:
+        """Large-scale gain in dB (``-inf`` when the device is out of coverage, ``xy is None``)."""
+        return -math.inf if xy is None else self.components(device, cell, xy).gain_db
 
     def rsrp_dbm(self, device: int, xy: Optional[np.ndarray]) -> np.ndarray:
         """Mean received power from every cell (dBm): BS power plus large-scale gain (no fading)."""

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import simpy
 
 from ..status import Status
-from .channel import fdma_rate_bps
+from .channel import shannon_rate_bps, sinr_linear
 from .device import Battery
 
 # A transfer in flight carries Status.ACTIVE; an ended one Status.OK, LATE, DROPPED or OFFLINE; one
@@ -58,6 +58,10 @@ class Transfer:
     energy_j: float = field(init=False, default=0.0)
     status: str = field(init=False, default=Status.ACTIVE)
     rate_bps: float = field(init=False, default=0.0)
+    sinr: float = field(init=False, default=0.0)              # at the last rate computation (linear)
+    bandwidth_hz: float = field(init=False, default=0.0)      # its share of the band then (Hz)
+    interference_psd_w_per_hz: float = field(init=False, default=0.0)
+    tag: Any = field(default=None, compare=False)             # the caller's bookkeeping (e.g. round, kind)
     done: Optional[simpy.Event] = field(init=False, default=None)
     _t_finish: float = field(init=False, default=math.inf)
     _t_empty: float = field(init=False, default=math.inf)
@@ -105,6 +109,9 @@ class SharedBand:
         # Optional: called (deferred, at the same simulated time) when transfers join or leave this
         # band, so that bands this one interferes with can recompute their rates.
         self.on_membership_change: Optional[Callable[["SharedBand"], None]] = None
+        # Optional: called with (band, t) each time the band has (re)computed its transfers' rates
+        # (each transfer then carries its rate, SINR, bandwidth share and interference): a link trace.
+        self.on_rates: Optional[Callable[["SharedBand", float], None]] = None
         env.process(self._run())
 
     # ---------------------------------------------------------------- public
@@ -242,11 +249,14 @@ class SharedBand:
         n0 = self.noise_density_w_per_hz
         i0 = 0.0 if self.interference_psd is None else self.interference_psd(now)
         for tr in self.active:
-            r = fdma_rate_bps(b, tr.snr_power_w, tr.gain(now), n0, i0)
-            tr.rate_bps = r
+            sinr = sinr_linear(tr.snr_power_w, tr.gain(now), n0, b, i0)
+            r = shannon_rate_bps(b, sinr)  # = fdma_rate_bps(b, p, g, n0, i0), its two parts kept
+            tr.rate_bps, tr.sinr, tr.bandwidth_hz, tr.interference_psd_w_per_hz = r, sinr, b, i0
             tr._t_finish = now + tr.bits_left / r if r > 0 else math.inf
             tr._t_empty = now + tr.battery.time_to_empty_s(tr.drain_power_w) if r > 0 else math.inf
             t_next = min(t_next, tr._t_finish, tr._t_empty, tr.next_change_s(now))
+        if self.on_rates is not None:
+            self.on_rates(self, now)
         return t_next
 
     def _run(self):

@@ -101,6 +101,7 @@ class ClientLifecycle:
             if wait_s > 0:
                 yield self.env.timeout(wait_s)
             tr = self._new_transfer(dev, direction, nbytes)
+            tr.tag = (r, kind)
             self.in_flight[dev.index] = (tr, direction)
             yield self.world.cells[dev.cell].band(direction).start(tr)
         except simpy.Interrupt as stop:

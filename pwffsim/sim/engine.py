@@ -28,6 +28,7 @@ from .builders import (TrainJobs, build_executor, build_learner, build_policy, b
                        load_availability)
 from .client import ClientLifecycle
 from .handover import Handovers, wire_interference
+from .linktrace import LinkTrace
 from .policies import AggregationPolicy, ServerView
 from .recorder import Recorder
 from .rounds import RoundsConfig
@@ -70,6 +71,7 @@ class Simulation:
         self.availability = load_availability(scenario)
         if scenario.channel.interference and len(self.cells) > 1:
             wire_interference(self.world)
+        LinkTrace(self.world, self.recorder).attach()
         # Last, once everything is valid: an invalid run writes nothing.
         self.recorder.writer = TraceWriter(out_dir) if out_dir is not None else None
 
@@ -78,6 +80,7 @@ class Simulation:
     rounds = property(lambda self: self.recorder.rounds)
     clients = property(lambda self: self.recorder.clients)
     final = property(lambda self: self.recorder.final)
+    links = property(lambda self: self.recorder.links)
     writer = property(lambda self: self.recorder.writer)
     global_keys = property(lambda self: self.split.global_keys)
     personal_keys = property(lambda self: self.split.personal_keys)

@@ -25,7 +25,9 @@ class Recorder:
         self.rounds: list[dict] = []
         self.clients: list[dict] = []
         self.final: list[dict] = []
-        self._tables = {"events": self.events, "rounds": self.rounds, "clients": self.clients, "final": self.final}
+        self.links: list[dict] = []
+        self._tables = {"events": self.events, "rounds": self.rounds, "clients": self.clients, "final": self.final,
+                        "links": self.links}
 
     def _row(self, table: str, **row: Any) -> None:
         self._tables[table].append(row)
@@ -84,16 +86,28 @@ class Recorder:
         )
 
     def client_row(self, r: int, out: ClientOutcome, res: Any, staleness: int, w_help: float,
-                   battery_j: float) -> None:
+                   battery_j: float, profile: str) -> None:
         """One row of the clients table (metrics NaN where the client did not finish computing)."""
         def metric(name: str) -> float:
             return math.nan if res is None else float(getattr(res, name))
 
-        self._row("clients", round=r, client=out.client, train_loss=metric("train_loss"),
+        self._row("clients", round=r, client=out.client, profile=profile, train_loss=metric("train_loss"),
                   eval_loss=metric("eval_loss"), eval_loss_others=metric("eval_loss_others"),
                   reward_help=metric("reward_help"), reward_safe=metric("reward_safe"),
                   objective=metric("objective"), w_help=float(w_help), staleness=int(staleness),
                   battery_j=float(battery_j), energy_j=float(out.energy_j), status=out.status)
+
+    def link_row(self, *, t: float, round: int, client: int, cell: str, kind: str, x_m: float, y_m: float,
+                 distance_m: float, los: int, path_loss_db: float, shadowing_db: float, fading_db: float,
+                 bandwidth_hz: float, sharing: int, interference_dbm_hz: float, snr_mean_db: float,
+                 sinr_db: float, rate_bps: float) -> None:
+        """One transfer's link at a rate computation (see :mod:`pwffsim.sim.linktrace`)."""
+        self._row("links", t_s=float(t), round=int(round), client=int(client), cell=cell, kind=kind,
+                  x_m=float(x_m), y_m=float(y_m), distance_m=float(distance_m), los=int(los),
+                  path_loss_db=float(path_loss_db), shadowing_db=float(shadowing_db), fading_db=float(fading_db),
+                  bandwidth_hz=float(bandwidth_hz), sharing=int(sharing),
+                  interference_dbm_hz=float(interference_dbm_hz), snr_mean_db=float(snr_mean_db),
+                  sinr_db=float(sinr_db), rate_bps=float(rate_bps))
 
     def trained_rounds(self) -> dict[int, int]:
         """client -> rounds in which it finished a local update."""

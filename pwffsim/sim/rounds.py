@@ -155,8 +155,9 @@ class RoundLoop:
         self.recorder.round_row(r, t_start, self.env.now, outcomes, aggregated, nbytes, *metrics)
         for out in sorted(outcomes, key=lambda o: o.client):
             k = out.client
+            dev = self.world.devices[k]
             self.recorder.client_row(r, out, out.result(), staleness.get(id(out), -1), self.pref_help[k],
-                                     self.world.devices[k].battery.level_j)
+                                     dev.battery.level_j, dev.profile.name)
 
     def after_aggregation(self) -> None:
         self.recorder.flush()
