@@ -14,6 +14,7 @@ class Status:
     LATE = "late"        # stopped by the deadline, or not needed once over-selection had enough
     DROPPED = "dropped"  # the device's battery emptied
     OFFLINE = "offline"  # the device went offline (availability trace)
+    ERROR = "error"      # an upload attempt lost to a packet error (channel.packet_errors), sent again
     DETACHED = "detached"  # a transfer between two cells during a handover interruption (never written)
 
 
@@ -28,6 +29,7 @@ class Kind:
     HANDOVER = "handover"
     DROPOUT = "dropout"
     OFFLINE = "offline"
+    IDLE = "idle"  # waiting inside a round, drawing the profile's idle_power_w (pwffsim.sim.idle)
 
 
 class StopCause:
@@ -35,8 +37,11 @@ class StopCause:
 
     DEADLINE = "deadline"  # deadline passed, over-selection had enough, or the run ended
     OFFLINE = "offline"    # the device went offline
+    BATTERY = "battery"    # the battery emptied while the device was idle (pwffsim.sim.idle)
 
     @staticmethod
     def status(cause: object) -> str:
         """The status an activity stopped for ``cause`` ends with."""
+        if cause == StopCause.BATTERY:
+            return Status.DROPPED
         return Status.OFFLINE if cause == StopCause.OFFLINE else Status.LATE

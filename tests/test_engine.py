@@ -181,3 +181,36 @@ def test_dead_devices_are_never_selected_again():
         assert len(rounds_of_k) == 2 and rounds_of_k[-1] == dead[k]["round"]
     assert [r["aggregated"] for r in sim.rounds].count(1) == 2 and len(sim.rounds) == 4
     assert "no device with battery left" in sim.state.stopped_reason
+
+
+@pytest.mark.parametrize("policy", ["sync", "deadline", "fedasync"])
+def test_energy_balance_with_idle_power_pa_efficiency_and_circuit_power(policy):
+    # The balance of test_energy_balance_every_device with every energy term on (idle power, PA
+    # efficiency, circuit power) and the radio terms too (multicast / unicast downlink, truncated
+    # Shannon, packet errors): battery drop = sum of the device's event energies, to 1e-9 J.  Slow
+    # 'big' devices make the small ones wait (under the deadline, some die waiting).
+    extra = {"idle_power_w": 1.0, "pa_efficiency": 0.3, "circuit_power_w": 0.2}
+    sc = scenario_from_dict({
+        "seed": 3,
+        "devices": {"count": 12, "profiles": [{"battery_j": 30.0, "name": "small", "share": 1, **extra},
+                                              {"battery_j": 300.0, "name": "big", "share": 1, "tx_power_dbm": 10,
+                                               "cpu_hz": 1e9, **extra}]},
+        "channel": {"fading": "rayleigh", "coherence_time_s": 0.01, "downlink": "multicast",
+                    "link_abstraction": "truncated-shannon", "packet_errors": True},
+        "fl": {"rounds": 30 if policy == "fedasync" else 6, "clients_per_round": 6, "policy": policy,
+               "deadline_s": 20.0},
+        "pwff": {"scheme": "fedavg-all"},
+    })
+    sim = run(sc, StubLearner(4_000_000, 2e11))
+    assert ev(sim, "dropout") and ev(sim, "idle")
+    if policy == "deadline":
+        assert [e for e in ev(sim, "idle") if e["status"] == "dropped"], "some battery must empty while idle"
+    else:
+        assert [e for e in ev(sim, "upload") if e["status"] == "error"], "some upload must be sent again"
+    for d in sim.devices:
+        spent = sum(e["energy_j"] for e in sim.events if e["client"] == d.index)
+        assert d.battery.capacity_j - d.battery.level_j == pytest.approx(spent, abs=1e-9)
+        assert all(e["battery_j"] >= 0.0 for e in sim.events if e["client"] == d.index)
+    if policy != "fedasync":  # a synchronous round accounts for every event of its clients
+        assert sum(r["energy_j"] for r in sim.rounds) == pytest.approx(sum(e["energy_j"] for e in sim.events),
+                                                                       rel=1e-12)

@@ -1,10 +1,21 @@
 """How a cell shares its band among the transfers active at each instant (SimPy).
 
-A :class:`SharedBand` holds the transfers in flight on one band of one cell.  With ``shared=True``
-(the uplink) the band is split by FDMA into equal shares among the active transfers, so transfer k
-gets ``b = B / n`` and rate ``b log2(1 + p g_k / (N0 b))`` (Yang et al., IEEE TWC 2021).  With
-``shared=False`` (the downlink broadcast of the global model) each receiver decodes the whole band at
-its own SNR.
+A :class:`SharedBand` holds the transfers in flight on one band of one cell.  Its ``mode``:
+
+* ``"fdma"`` (``shared=True``, the uplink): the band is split by FDMA into equal shares among the
+  active transfers, so transfer k gets ``b = B / n`` and rate ``b log2(1 + p g_k / (N0 b))`` (Yang et
+  al., IEEE TWC 2021);
+* ``"broadcast"`` (``shared=False``, the downlink by default): each receiver decodes the whole band at
+  its own SNR;
+* ``"multicast"``: one transmission on the whole band to every active receiver, all at the rate of
+  the worst of them, ``min_k B log2(1 + SNR_k)`` (each keeps its own remaining bits);
+* ``"fdma-split"`` (unicast downloads): equal shares ``B / n``, the base station's power split
+  equally among them too, ``P / n`` each (constant power spectral density).
+
+The rate of a receiver at SINR ``s`` on bandwidth ``b`` is ``link.rate_bps(b, s)``: Shannon, or the
+truncated Shannon bound (:class:`~pwffsim.net.linkmodel.LinkAbstraction`).  A transfer's receiver
+sees ``N0 x noise_factor`` (the band's ``N0`` already holds the base station's noise figure; a
+download's ``noise_factor`` is the device's, ``10^(NF/10)``).
 
 Rates are piecewise constant.  They are recomputed whenever a transfer starts, ends, is cancelled,
 whenever any link's gain changes (a fading block ends, a position sample moves), and whenever a
@@ -24,12 +35,15 @@ from typing import Any, Callable, Optional
 import simpy
 
 from ..status import Status
-from .channel import shannon_rate_bps, sinr_linear
+from .channel import sinr_linear
 from .device import Battery
+from .linkmodel import SHANNON, LinkAbstraction
 
 # A transfer in flight carries Status.ACTIVE; an ended one Status.OK, LATE, DROPPED or OFFLINE; one
 # handed over and waiting for its new cell Status.DETACHED.
 _REL_EPS = 1e-12
+BAND_MODES = ("fdma", "broadcast", "multicast", "fdma-split")
+_SHARED_MODES = ("fdma", "fdma-split")
 
 
 def _never(_t: float) -> float:
@@ -51,6 +65,7 @@ class Transfer:
     battery: Battery
     gain: Callable[[float], float]
     next_change_s: Callable[[float], float] = _never
+    noise_factor: float = 1.0  # the receiver's noise over the band's N0 (a download: the device's 10^(NF/10))
     # Filled in by the band:
     bits_left: float = field(init=False)
     t_start_s: float = field(init=False, default=math.nan)
@@ -61,6 +76,10 @@ class Transfer:
     sinr: float = field(init=False, default=0.0)              # at the last rate computation (linear)
     bandwidth_hz: float = field(init=False, default=0.0)      # its share of the band then (Hz)
     interference_psd_w_per_hz: float = field(init=False, default=0.0)
+    noise_density_w_per_hz: float = field(init=False, default=0.0)  # the receiver's N0 then (W/Hz)
+    power_w: float = field(init=False, default=0.0)         # the power sent on its share then (W)
+    _inv_sinr_bits: float = field(init=False, default=0.0)  # sum over rate segments of bits / SINR
+    _bits_mark: float = field(init=False, default=0.0)      # bits_left at the last rate computation
     tag: Any = field(default=None, compare=False)             # the caller's bookkeeping (e.g. round, kind)
     done: Optional[simpy.Event] = field(init=False, default=None)
     _t_finish: float = field(init=False, default=math.inf)
@@ -84,19 +103,34 @@ class Transfer:
         d = self.duration_s
         return self.bits_sent / d if d > 0 else 0.0
 
+    @property
+    def mean_inverse_sinr(self) -> float:
+        """``sum_i (b_i / b) / SINR_i`` over the SINRs its ``b`` bits were sent at (packet errors)."""
+        sent = self.bits_sent
+        return self._inv_sinr_bits / sent if sent > 0 else 0.0
+
+    def _close_segment(self) -> None:
+        """Account the bits sent since the last rate computation at the SINR they were sent at."""
+        sent = self._bits_mark - self.bits_left
+        if sent > 0 and self.sinr > 0:
+            self._inv_sinr_bits += sent / self.sinr
+        self._bits_mark = self.bits_left
+
 
 class SharedBand:
     """One band of one cell, shared by FDMA among active transfers (or broadcast, unshared)."""
 
     def __init__(self, env: simpy.Environment, bandwidth_hz: float, noise_density_w_per_hz: float,
                  shared: bool = True, name: str = "",
-                 interference_psd: Optional[Callable[[float], float]] = None):
+                 interference_psd: Optional[Callable[[float], float]] = None, mode: Optional[str] = None,
+                 link: LinkAbstraction = SHANNON):
         if bandwidth_hz <= 0:
             raise ValueError(f"bandwidth_hz must be > 0, got {bandwidth_hz}")
         self.env = env
         self.bandwidth_hz = float(bandwidth_hz)
         self.noise_density_w_per_hz = float(noise_density_w_per_hz)
-        self.shared = shared
+        self.set_mode(mode or ("fdma" if shared else "broadcast"))
+        self.link = link
         self.name = name
         self.active: list[Transfer] = []
         self._t_last = env.now
@@ -115,6 +149,12 @@ class SharedBand:
         env.process(self._run())
 
     # ---------------------------------------------------------------- public
+    def set_mode(self, mode: str) -> None:
+        """How the band is shared (:data:`BAND_MODES`, see the module docstring); set before use."""
+        if mode not in BAND_MODES:
+            raise ValueError(f"unknown band mode {mode!r}; expected one of {list(BAND_MODES)}")
+        self.mode, self.shared = mode, mode in _SHARED_MODES
+
     def start(self, tr: Transfer) -> simpy.Event:
         """Begin ``tr`` now; the returned event fires (value ``tr``) when it ends for any reason."""
         self._settle()
@@ -153,6 +193,7 @@ class SharedBand:
         if tr.status != Status.ACTIVE:
             return False
         self.active.remove(tr)
+        tr._close_segment()
         tr.status = Status.DETACHED
         # What this band predicted for it no longer holds: the band it joins next computes afresh.
         tr.rate_bps, tr._t_finish, tr._t_empty = 0.0, math.inf, math.inf
@@ -166,7 +207,8 @@ class SharedBand:
             raise ValueError(f"attach() needs a detached transfer, got status {tr.status!r}")
         self._settle()
         if restart:
-            tr.bits_left = float(tr.bits)
+            tr.bits_left = tr._bits_mark = float(tr.bits)
+            tr._inv_sinr_bits = 0.0
         tr.status = Status.ACTIVE
         self.active.append(tr)
         self._poke()
@@ -207,6 +249,7 @@ class SharedBand:
         tr.rate_bps = tr.mean_rate_bps
         if status == Status.OK:
             tr.bits_left = 0.0
+        tr._close_segment()
         tr.done.succeed(tr)
 
     def _settle(self) -> None:
@@ -246,12 +289,21 @@ class SharedBand:
         self.rate_updates += 1
         b = self.share_hz(len(self.active))
         t_next = math.inf
-        n0 = self.noise_density_w_per_hz
         i0 = 0.0 if self.interference_psd is None else self.interference_psd(now)
         for tr in self.active:
-            sinr = sinr_linear(tr.snr_power_w, tr.gain(now), n0, b, i0)
-            r = shannon_rate_bps(b, sinr)  # = fdma_rate_bps(b, p, g, n0, i0), its two parts kept
-            tr.rate_bps, tr.sinr, tr.bandwidth_hz, tr.interference_psd_w_per_hz = r, sinr, b, i0
+            tr._close_segment()
+            n0 = self.noise_density_w_per_hz * tr.noise_factor
+            p = tr.snr_power_w / len(self.active) if self.mode == "fdma-split" else tr.snr_power_w
+            sinr = sinr_linear(p, tr.gain(now), n0, b, i0)
+            tr.rate_bps, tr.sinr = self.link.rate_bps(b, sinr), sinr
+            tr.bandwidth_hz, tr.interference_psd_w_per_hz = b, i0
+            tr.noise_density_w_per_hz, tr.power_w = n0, p
+        if self.mode == "multicast":  # every receiver at the worst one's rate
+            worst = min(tr.rate_bps for tr in self.active)
+            for tr in self.active:
+                tr.rate_bps = worst
+        for tr in self.active:
+            r = tr.rate_bps
             tr._t_finish = now + tr.bits_left / r if r > 0 else math.inf
             tr._t_empty = now + tr.battery.time_to_empty_s(tr.drain_power_w) if r > 0 else math.inf
             t_next = min(t_next, tr._t_finish, tr._t_empty, tr.next_change_s(now))

@@ -42,6 +42,7 @@ class CellConfig(_Section):
     height_m: Optional[float] = Field(None, gt=1, description="Base-station antenna height (m), for the 3GPP TR 38.901 models. Default: the model's standard height (UMa 25 m, UMi 10 m, RMa 35 m; unused by macro and free space).")
     bs_tx_power_dbm: float = Field(46.0, ge=-30, le=80, description="Base-station transmit power on the downlink (dBm).")
     noise_density_dbm_hz: float = Field(-174.0, ge=-220, le=-100, description="Noise power spectral density N0 (dBm/Hz); with a topology, cells[0]'s applies to every base station.")
+    noise_figure_db: float = Field(0.0, ge=0, le=30, description="Base-station receiver noise figure NF (dB): the uplink noise density is N0 x 10^(NF/10) (Friis 1944; 3GPP TR 38.901 evaluations use 5 dB). With a topology, a base station's noise_figure_db if its file sets one, else cells[0]'s. Default 0: Yang et al.'s N0.")
 
 
 class DeviceProfileConfig(_Section):
@@ -55,8 +56,12 @@ class DeviceProfileConfig(_Section):
         None, gt=0, description="Sustained training throughput (FLOP/s); compute time = FLOPs / flops_per_s. Default: cpu_hz x flops_per_cycle."
     )
     kappa: float = Field(1e-28, gt=0, description="Effective switched capacitance: compute energy = kappa x cycles x f^2 (J/cycle/Hz^2).")
-    tx_power_dbm: float = Field(23.0, ge=-30, le=40, description="Uplink transmit power p (dBm); transmit energy = p x upload time.")
+    tx_power_dbm: float = Field(23.0, ge=-30, le=40, description="Uplink transmit power p (dBm), radiated; transmit energy = (p / pa_efficiency + circuit_power_w) x upload time.")
+    pa_efficiency: float = Field(1.0, gt=0, le=1, description="Power-amplifier drain efficiency eta: transmitting draws p / eta + circuit_power_w from the battery (Cui, Goldsmith & Bahai, IEEE TWC 2005). Default 1 (with circuit_power_w 0: Yang et al.'s p x time).")
+    circuit_power_w: float = Field(0.0, ge=0, description="Transmit-chain circuit power P_c drawn while transmitting, on top of p / eta (W) (Cui, Goldsmith & Bahai, IEEE TWC 2005).")
+    idle_power_w: float = Field(0.0, ge=0, description="Power drawn while taking part in a round and neither receiving, computing nor transmitting (W): from the round's start (selection) until the round's aggregation ends (asynchronous policies: until the server takes its update), or until the device is stopped, goes offline or drops out; a handover interruption counts as idle. Rows of kind 'idle' in the events table. Default 0.")
     rx_power_w: float = Field(0.1, ge=0, description="Power drawn while receiving the broadcast (W); download energy = rx_power_w x download time.")
+    noise_figure_db: float = Field(0.0, ge=0, le=30, description="Device receiver noise figure NF (dB): the downlink noise density is N0 x 10^(NF/10) (3GPP TR 38.901 evaluations use 9 dB). Default 0.")
     battery_j: float = Field(500.0, ge=0, description="Energy available for federated training at the start (J).")
 
     @property
@@ -125,6 +130,15 @@ class ChannelConfig(_Section):
     fading: Literal["none", "rayleigh", "rician"] = Field("rayleigh", description="Block fading of the power gain |h|^2 (unit mean).")
     rician_k_db: float = Field(6.0, ge=-30, le=40, description="Rician K-factor (dB), for fading='rician'.")
     coherence_time_s: float = Field(0.05, gt=0, description="Fading block length (s): |h|^2 is constant within a block, i.i.d. across blocks.")
+    downlink: Literal["per-receiver", "multicast"] = Field("per-receiver", description="'per-receiver' (Yang et al., default: keeps the traces): every download decodes the whole downlink band at its own SNR. 'multicast': a cell's synchronous broadcast is one multicast at the rate of its worst active receiver (min over them of B log2(1 + SNR_k)), and asynchronous downloads are unicast, sharing the downlink band by FDMA (B/n each, the base station's power split equally, P/n).")
+    link_abstraction: Literal["shannon", "truncated-shannon"] = Field("shannon", description="SINR -> rate: the Shannon bound B log2(1 + SINR), or the truncated Shannon bound of 3GPP TR 36.942 Annex A.1: 0 below truncated_sinr_min_db, alpha B log2(1 + SINR) above, at most B x the maximum spectral efficiency.")
+    truncated_alpha_ul: float = Field(0.4, gt=0, le=1, description="Truncated Shannon: uplink attenuation alpha (TR 36.942 Table A.1, LTE uplink: 0.4).")
+    truncated_alpha_dl: float = Field(0.6, gt=0, le=1, description="Truncated Shannon: downlink attenuation alpha (TR 36.942 Table A.1, LTE downlink: 0.6).")
+    truncated_sinr_min_db: float = Field(-10.0, ge=-50, le=50, description="Truncated Shannon: rate 0 below this SINR (dB) (TR 36.942 Table A.1: -10 dB).")
+    truncated_se_max_ul_bps_hz: float = Field(2.0, gt=0, le=100, description="Truncated Shannon: uplink maximum spectral efficiency (bit/s/Hz) (TR 36.942 Table A.1: 2.0).")
+    truncated_se_max_dl_bps_hz: float = Field(4.4, gt=0, le=100, description="Truncated Shannon: downlink maximum spectral efficiency (bit/s/Hz) (TR 36.942 Table A.1: 4.4).")
+    packet_errors: bool = Field(False, description="Uplink packet errors (Chen et al., IEEE TWC 2021): an upload attempt fails with q = 1 - exp(-m (I + B N0) / (P h)) = 1 - exp(-m / SINR), SINR its bit-weighted harmonic mean over the attempt; a failed attempt (status 'error') is sent again in full until one succeeds or the client is stopped. Each attempt's draw comes from its own stream keyed by (seed, device, round, attempt).")
+    per_waterfall_db: float = Field(0.023, ge=-30, le=30, description="Waterfall threshold m of the packet error rate, in dB (m = 10^(x/10); Chen et al. 2021, Table I: 0.023 dB).")
 
     def path_loss_under(self, topology_model: Optional[str]) -> str:
         """The path-loss model used: ``path_loss`` if set explicitly, else the topology's

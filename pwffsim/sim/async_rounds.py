@@ -88,6 +88,7 @@ class AsyncRounds(RoundLoop):
     def take(self, k: int, out: ClientOutcome) -> None:
         """A client finished its round (in whatever state): free its slot, buffer its update if it arrived."""
         self.busy.pop(k, None)
+        self.clients.finish_idle(k)  # its update is taken: it stops idling
         self.finished.append(out)
         self.note_outcome(out, out.t_start_s)
         if out.handle is not None:

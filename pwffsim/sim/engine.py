@@ -29,6 +29,7 @@ from .builders import (TrainJobs, build_executor, build_learner, build_policy, b
 from .client import ClientLifecycle
 from .handover import Handovers, wire_interference
 from .linktrace import LinkTrace
+from .packets import PacketErrors
 from .policies import AggregationPolicy, ServerView
 from .recorder import Recorder
 from .rounds import RoundsConfig
@@ -69,6 +70,7 @@ class Simulation:
         self.policy.bind(ServerView(self.env, self.world, self.state, self.split, self.recorder))
         self.selector = build_selector(scenario)
         self.availability = load_availability(scenario)
+        self.world.set_downlink(scenario.channel.downlink, self.policy.asynchronous)
         if scenario.channel.interference and len(self.cells) > 1:
             wire_interference(self.world)
         LinkTrace(self.world, self.recorder).attach()
@@ -87,8 +89,10 @@ class Simulation:
 
     def _round_loop(self):
         sc = self.sc
+        errors = PacketErrors(sc.seed, sc.channel.per_waterfall_db) if sc.channel.packet_errors else None
         clients = ClientLifecycle(self.env, self.world, self.recorder, self.state, self.executor,
-                                  TrainJobs(sc, self.state, self.split, self.pref_help), self.flops, self.policy)
+                                  TrainJobs(sc, self.state, self.split, self.pref_help), self.flops, self.policy,
+                                  packet_errors=errors)
         loop = AsyncRounds if self.policy.asynchronous else SyncRounds
         fl = RoundsConfig(sc.fl.rounds, sc.fl.clients_per_round, sc.fl.aggregation_time_s)
         server = loop(env=self.env, world=self.world, state=self.state, split=self.split, policy=self.policy,

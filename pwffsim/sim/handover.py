@@ -49,11 +49,14 @@ class Handovers:
         env, cells = self.env, self.world.cells
         old = dev.cell
         flight = self.clients.in_flight.get(dev.index)
-        moved = None
+        moved, meter = None, None
         if flight is not None:
             tr, direction = flight
             if cells[old].band(direction).detach(tr):
                 moved = (tr, direction)
+                meter = self.clients.idle.get(dev.index)  # its transfer sends nothing: the device idles
+                if meter is not None:
+                    meter.resume()
                 if direction == "dl":
                     tr.snr_power_w = cells[target].bs_tx_power_w
         dev.cell = target
@@ -61,6 +64,8 @@ class Handovers:
         self.clients.out_of_service_until_s[dev.index] = t0 + self.interruption_s
         yield env.timeout(self.interruption_s)
         if moved is not None and moved[0].status == Status.DETACHED:
+            if meter is not None:
+                meter.pause()  # (a battery that empties at this instant drops the transfer on the new band)
             cells[dev.cell].band(moved[1]).attach(moved[0], restart=self.restart_in_flight)
         self.recorder.handover(self.state.round, dev, t0, env.now, cells[old].id, cells[target].id)
 

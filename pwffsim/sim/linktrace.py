@@ -41,7 +41,8 @@ class LinkTrace:
         xy = w.position(dev.index, t)
         fading = w.fading(dev.index, dev.cell, direction).gain(t)
         large_scale = w.large_scale_gain(dev.index, dev.cell, t)
-        snr_mean = tr.snr_power_w * large_scale / (band.noise_density_w_per_hz * tr.bandwidth_hz)
+        # the power on its share and the receiver's noise density (noise figures, multicast/FDMA downlink)
+        snr_mean = tr.power_w * large_scale / (tr.noise_density_w_per_hz * tr.bandwidth_hz)
         row = dict(cell=w.cells[dev.cell].id, fading_db=_db(fading), bandwidth_hz=tr.bandwidth_hz,
                    sharing=len(band.active), interference_dbm_hz=_db(tr.interference_psd_w_per_hz * 1e3),
                    snr_mean_db=_db(snr_mean), sinr_db=_db(tr.sinr), rate_bps=tr.rate_bps)

@@ -44,6 +44,8 @@ class SyncRounds(RoundLoop):
             self.keep_personal(k, res)
         updates = [self.update_of(outcomes[k], results[k], 0) for k in arrived]
         yield from self.policy.aggregation_process(r, updates)
+        for k in sorted(outcomes):
+            self.clients.finish_idle(k)  # the round ends: those waiting for it stop idling
         metrics = self.learning_metrics([results[k] for k in arrived], [results[k] for k in sorted(results)])
         self.close_aggregation(r, t_start, t_agg, list(outcomes.values()), len(arrived), nbytes, metrics,
                                {id(outcomes[k]): 0 for k in arrived})

@@ -13,10 +13,11 @@ from typing import Any, Optional
 import numpy as np
 import simpy
 
-from ..net.channel import dbm_to_w
+from ..net.channel import dbm_to_w, effective_noise_density_w_per_hz
 from ..net.device import Battery, DeviceProfile
 from ..net.linkstate import LinkState, SampledPositions, coherence_times_s
 from ..net.placement import place_uniform_disc, place_uniform_square
+from ..net.linkmodel import SHANNON, LinkAbstraction
 from ..net.radio import SharedBand
 from ..scenario import Scenario
 
@@ -29,6 +30,7 @@ STREAM_SELECTION = 6
 STREAM_TRAINING = 7
 STREAM_PREFERENCE = 8
 STREAM_MOBILITY = 9
+STREAM_PACKET_ERRORS = 10  # one stream per (device, round, upload attempt): pwffsim.sim.packets
 _FADING_STREAM = {"ul": STREAM_FADING_UL, "dl": STREAM_FADING_DL}
 
 
@@ -92,6 +94,8 @@ def build_profiles(sc: Scenario) -> list[DeviceProfile]:
         DeviceProfile(
             name=p.name, flops_per_s=p.throughput_flops_per_s, cpu_hz=p.cpu_hz, flops_per_cycle=p.flops_per_cycle,
             kappa=p.kappa, tx_power_w=dbm_to_w(p.tx_power_dbm), rx_power_w=p.rx_power_w, battery_j=p.battery_j,
+            pa_efficiency=p.pa_efficiency, circuit_power_w=p.circuit_power_w, idle_power_w=p.idle_power_w,
+            noise_figure_db=p.noise_figure_db,
         )
         for p in sc.devices.profiles
     ]
@@ -99,7 +103,8 @@ def build_profiles(sc: Scenario) -> list[DeviceProfile]:
 
 def cell_configs(sc: Scenario):
     """The scenario's cells, or the topology's base stations: each is cells[0] with the keys a base
-    station supplies (``TOPOLOGY_CELL_KEYS``) replaced, so cells[0] still gives the noise density."""
+    station supplies (``TOPOLOGY_CELL_KEYS``, and its noise figure if its file sets one) replaced, so
+    cells[0] still gives the noise density (and the noise figure of base stations without one)."""
     if sc.topology is None:
         return list(sc.cells), None
     from ..net.topology import load_topology
@@ -109,6 +114,8 @@ def cell_configs(sc: Scenario):
     renamed = {"bs_tx_power_dbm": "tx_power_dbm"}  # CellConfig key -> BaseStation attribute
     cells = [sc.cells[0].model_copy(update={k: getattr(b, renamed.get(k, k)) for k in TOPOLOGY_CELL_KEYS})
              for b in topo.base_stations]
+    cells = [c if b.noise_figure_db is None else c.model_copy(update={"noise_figure_db": b.noise_figure_db})
+             for c, b in zip(cells, topo.base_stations)]
     return cells, topo
 
 
@@ -172,15 +179,27 @@ def build_mobility(sc: Scenario, positions: np.ndarray, cells):
     return mob.MobilityModel(trajectories, end="hold", area=m.area_m)
 
 
-def _build_cells(cfgs, env: simpy.Environment) -> list[Cell]:
+def link_abstractions(ch) -> dict[str, LinkAbstraction]:
+    """SINR -> rate of each direction: Shannon, or TR 36.942's truncated Shannon (channel.link_abstraction)."""
+    if ch.link_abstraction == "shannon":
+        return {"ul": SHANNON, "dl": SHANNON}
+    smin = ch.truncated_sinr_min_db
+    return {"ul": LinkAbstraction.truncated(ch.truncated_alpha_ul, smin, ch.truncated_se_max_ul_bps_hz),
+            "dl": LinkAbstraction.truncated(ch.truncated_alpha_dl, smin, ch.truncated_se_max_dl_bps_hz)}
+
+
+def _build_cells(cfgs, env: simpy.Environment, links: dict[str, LinkAbstraction]) -> list[Cell]:
+    """Cells with their bands: the uplink's noise density holds the base station's noise figure, the
+    downlink's is N0 (each download adds its device's noise figure)."""
     cells = []
     for i, c in enumerate(cfgs):
         n0 = dbm_to_w(c.noise_density_dbm_hz)
+        n0_bs = effective_noise_density_w_per_hz(n0, c.noise_figure_db)
         cells.append(Cell(
             index=i, id=c.id, position_m=np.array([c.x_m, c.y_m], dtype=float),
             bs_tx_power_w=dbm_to_w(c.bs_tx_power_dbm),
-            uplink=SharedBand(env, c.uplink_bandwidth_hz, n0, shared=True, name=f"{c.id}/ul"),
-            downlink=SharedBand(env, c.downlink_bandwidth_hz, n0, shared=False, name=f"{c.id}/dl"),
+            uplink=SharedBand(env, c.uplink_bandwidth_hz, n0_bs, shared=True, name=f"{c.id}/ul", link=links["ul"]),
+            downlink=SharedBand(env, c.downlink_bandwidth_hz, n0, shared=False, name=f"{c.id}/dl", link=links["dl"]),
         ))
     return cells
 
@@ -223,7 +242,7 @@ class World:
     def __init__(self, sc: Scenario, env: simpy.Environment):
         self.sc = sc
         cfgs, self.topology = cell_configs(sc)
-        self.cells: list[Cell] = _build_cells(cfgs, env)
+        self.cells: list[Cell] = _build_cells(cfgs, env, link_abstractions(sc.channel))
         ch = sc.channel
         n = sc.devices.count
         self.link = build_link_budget(sc, cfgs, self.topology)
@@ -270,6 +289,14 @@ class World:
 
     def cell_id(self, dev: Device) -> str:
         return self.cells[dev.cell].id
+
+    def set_downlink(self, downlink: str, asynchronous: bool) -> None:
+        """How the downlink bands carry the model (``channel.downlink``): ``"per-receiver"`` keeps each
+        receiver on the whole band at its own SNR; ``"multicast"`` makes a synchronous broadcast one
+        multicast at the worst receiver's rate, and asynchronous downloads unicast FDMA shares."""
+        mode = "broadcast" if downlink == "per-receiver" else "fdma-split" if asynchronous else "multicast"
+        for c in self.cells:
+            c.downlink.set_mode(mode)
 
     def edge_of(self, dev: Device) -> str:
         """The edge server the device's serving cell hangs off (the topology's)."""
