@@ -151,3 +151,29 @@ def test_a_handover_interruption_during_an_upload_is_idle(tmp_path):
     assert inside[0]["energy_j"] == pytest.approx(IDLE_W * INTERRUPT, rel=1e-9)
     p_w = 10 ** (23.0 / 10) / 1000
     assert up["energy_j"] == pytest.approx(p_w * (up["t_end_s"] - up["t_start_s"] - INTERRUPT), rel=1e-9)
+
+
+def test_an_idle_interval_ending_as_the_battery_empties_empties_it():
+    # Same instant: the interval that ends exactly when the battery's last joule goes drains it all
+    # (status 'dropped'), leaving no crumb of round-off in the battery.
+    import simpy
+
+    from pwffsim.net.device import Battery, DeviceProfile
+    from pwffsim.sim.idle import IdleMeter
+    from pwffsim.sim.recorder import Recorder
+    from pwffsim.sim.state import ClientOutcome
+
+    class Dev:
+        index, alive = 0, True
+        profile = DeviceProfile("p", 1e9, 1e9, 1.0, 1e-28, 0.2, 0.1, 1.0, idle_power_w=0.3)
+        battery = Battery(1.0)
+
+    env, rec, out, emptied = simpy.Environment(), Recorder(None, lambda d: "c"), ClientOutcome(client=0), []
+    meter = IdleMeter(env, Dev, rec, 0, out, emptied.append)
+    meter.resume()
+    env.run(until=1.0 / 0.3)  # stops before the empty-watch at the same instant fires
+    assert meter.pause() == "dropped" and Dev.battery.level_j == 0.0 and out.energy_j == 1.0
+    (row,) = rec.events
+    assert row["kind"] == "idle" and row["status"] == "dropped" and row["t_end_s"] == pytest.approx(1.0 / 0.3)
+    env.run(until=10.0)
+    assert emptied == []  # the stale watch does nothing
