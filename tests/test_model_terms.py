@@ -132,6 +132,20 @@ def test_multicast_speeds_up_when_its_worst_receiver_leaves():
         assert rows(sim, "download", k)[0]["t_end_s"] == pytest.approx(t_end, rel=1e-9)
 
 
+def test_multicast_leaves_behind_a_receiver_it_cannot_reach():
+    # Truncated Shannon with SINR_min = 40 dB: the far receiver's downlink SNR is below it (rate 0, it
+    # stalls until the deadline), the others go on at the worst rate among them (both capped: 4.4 B).
+    s_dl = [10 * math.log10(snr(w(BS_DBM), d, B_DL)) for d in DISTANCES]
+    assert s_dl[2] < 40.0 < min(s_dl[:2]) and min(0.6 * math.log2(1 + 10 ** (s / 10)) for s in s_dl[:2]) > 4.4
+    sim = run(scenario([[d, 0.0] for d in DISTANCES], channel={"downlink": "multicast", **TRUNCATED,
+                                                               "truncated_sinr_min_db": 40.0},
+                       policy="deadline", deadline_s=5.0))
+    for k in (0, 1):
+        assert rows(sim, "download", k)[0]["t_end_s"] == pytest.approx(BITS / (4.4 * B_DL), rel=1e-9)
+    (far,) = rows(sim, "download", 2)
+    assert far["status"] == "late" and far["t_end_s"] == pytest.approx(5.0) and far["energy_j"] == 0.0
+
+
 def test_asynchronous_downloads_share_the_downlink_by_fdma_with_the_power_split():
     near, far = 100.0, 300.0
     sim = run(scenario([[near, 0.0], [far, 0.0]], channel={"downlink": "multicast"}, policy="fedasync", rounds=1))

@@ -8,7 +8,9 @@ A :class:`SharedBand` holds the transfers in flight on one band of one cell.  It
 * ``"broadcast"`` (``shared=False``, the downlink by default): each receiver decodes the whole band at
   its own SNR;
 * ``"multicast"``: one transmission on the whole band to every active receiver, all at the rate of
-  the worst of them, ``min_k B log2(1 + SNR_k)`` (each keeps its own remaining bits);
+  the worst of them, ``min_k B log2(1 + SNR_k)`` (each keeps its own remaining bits); a receiver it
+  cannot reach at all (rate 0: out of coverage, or below the truncated bound's SINR_min) stalls
+  without holding the others back;
 * ``"fdma-split"`` (unicast downloads): equal shares ``B / n``, the base station's power split
   equally among them too, ``P / n`` each (constant power spectral density).
 
@@ -298,10 +300,10 @@ class SharedBand:
             tr.rate_bps, tr.sinr = self.link.rate_bps(b, sinr), sinr
             tr.bandwidth_hz, tr.interference_psd_w_per_hz = b, i0
             tr.noise_density_w_per_hz, tr.power_w = n0, p
-        if self.mode == "multicast":  # every receiver at the worst one's rate
-            worst = min(tr.rate_bps for tr in self.active)
+        if self.mode == "multicast":  # every receiver it reaches at the worst one's rate
+            worst = min((tr.rate_bps for tr in self.active if tr.rate_bps > 0), default=0.0)
             for tr in self.active:
-                tr.rate_bps = worst
+                tr.rate_bps = worst if tr.rate_bps > 0 else 0.0
         for tr in self.active:
             r = tr.rate_bps
             tr._t_finish = now + tr.bits_left / r if r > 0 else math.inf
