@@ -13,6 +13,8 @@ names are untouched and the adapter's are ``...mlp.adapter.down.weight`` etc.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -61,7 +63,9 @@ def add_adapters(model: nn.Module, d_model: int, size: int, seed: int) -> list[n
     """Insert a trainable :class:`BottleneckAdapter` after every block's MLP; returns its parameters.
 
     The down-projections are drawn from a ``torch.Generator`` seeded with ``seed`` (block order), so
-    the init does not depend on the global RNG. Adapters are created on the MLP's device/dtype.
+    the init does not depend on the global RNG. Adapters are created on the MLP's device/dtype; on
+    torch's ``meta`` device (an architecture built for its shapes only, :mod:`.costmodel`) they are
+    made there directly: no memory, nothing drawn.
     """
     gen = torch.Generator().manual_seed(int(seed))
     params: list[nn.Parameter] = []
@@ -69,7 +73,9 @@ def add_adapters(model: nn.Module, d_model: int, size: int, seed: int) -> list[n
         if hasattr(mlp, ADAPTER_TAG):
             raise ValueError("model already has adapters")
         ref = next(mlp.parameters(), None)
-        ad = BottleneckAdapter(d_model, size, generator=gen)
+        on_meta = ref is not None and ref.is_meta
+        with torch.device("meta") if on_meta else contextlib.nullcontext():
+            ad = BottleneckAdapter(d_model, size, generator=None if on_meta else gen)
         if ref is not None:
             ad.to(device=ref.device, dtype=ref.dtype)
         mlp.add_module(ADAPTER_TAG, ad)

@@ -66,8 +66,8 @@ class Learner(Protocol):
         """A fresh copy of the trainable state before any update (the round-0 global model).
 
         Keys are parameter names, values CPU tensors; the payload size of a transfer is
-        ``pwffsim.learn.aggregate.state_nbytes`` of (a part of) this state. Must return a new dict of
-        new tensors on every call."""
+        ``pwffsim.learn.aggregate.state_nbytes`` of (a part of) this state, unless the learner
+        states it (:class:`ChargesPayload`). Must return a new dict of new tensors on every call."""
         ...
 
     def parameter_group(self, key: str) -> str:
@@ -103,4 +103,21 @@ class Learner(Protocol):
         ``reward_safe`` (mean rewards in [0, 1]) and ``objective`` (the personalized reward with the
         weights ``pref_help`` / ``pref_safe``); ``nan`` for what the learner does not measure.
         Deterministic; costs nothing in the traces (it is not a local update)."""
+        ...
+
+
+@runtime_checkable
+class ChargesPayload(Protocol):
+    """Optional, beside :class:`Learner`: a learner that states the payload it charges.
+
+    The real learner charges the update of the model it is told to charge
+    (``model.cost_model``, :mod:`pwffsim.learn.costmodel`), which may be a real LLM while a tiny model
+    is trained, and in ``model.update_dtype``. The orchestrator asks once, with the global groups of
+    the scheme; a learner without this method (e.g. the tests' stub) is charged the global tensors'
+    own bytes."""
+
+    def charged_payload_bytes(self, groups: tuple[str, ...]) -> int:
+        """Bytes of one transfer of the parameter ``groups`` (those of :meth:`Learner.parameter_group`
+        that the scenario makes global): what is broadcast and what each client uploads. Constant for
+        a learner; ``0`` for no groups."""
         ...

@@ -14,8 +14,10 @@ The model (FLOPs of the matmuls; a multiply-add is 2 FLOPs)::
                LoRA A); found by one probe forward that records which inputs require grad
     P_tm     = trainable matmul weights (LoRA A/B, adapter projections; biases excluded: their
                gradient is a sum, not a matmul)
-    att(L)   = 4 * n_layer * L * d_model   per token attending L positions: Q K^T and A V,
-               2 * L * d_model each (eager attention computes the full L x L scores)
+    att(L)   = 4 * n_layer * L * w   per token attending L positions: Q K^T and A V, 2 * L * w
+               each (eager attention computes the full L x L scores), w = heads x head_dim the
+               attention width (= d_model for GPT-2 and Llama; Gemma-2-2B: 8 x 256 = 2048 < 2304;
+               grouped-query k/v heads are repeated to every query head, so w counts query heads)
     fwd(L)   = 2 * P_mm + att(L)                          FLOPs per token (forward)
     bwd(L)   = 2 * (P_mm - P_ng) + 2 * P_tm + 2 * att(L)  FLOPs per token (backward: input
                gradients of every matmul that needs them, weight gradients of the trainable ones,
@@ -44,7 +46,13 @@ Not counted (negligible or outside the model): the softmax, layer norms, activat
 (O(L * d) per token, no matmul), the proximal term (O(parameters) per step), the optimizer update,
 sampling, and the reward models (the rule rewards are string comparisons; a classifier reward
 model's FLOPs are not included). Checked against torch's ``FlopCounterMode`` (which counts the
-matmuls) in ``tests/test_learn.py``.
+matmuls) in ``tests/test_learn_cost.py`` and, for Llama/Qwen/Phi-3/Gemma-2 shapes (gated MLPs,
+grouped-query k/v, fused projections, tied and untied LM heads), ``tests/test_cost_model.py``.
+
+Every term is read from the modules of the model given, so the same count serves the trained
+model and an architecture built on torch's ``meta`` device (:mod:`pwffsim.learn.costmodel`, the
+LLM a run is charged for: ``model.cost_model``); the probe forward of ``P_ng`` runs on the
+model's own device (on ``meta``, shapes only).
 """
 from __future__ import annotations
 
@@ -89,6 +97,7 @@ def no_input_grad_params(model: nn.Module) -> int:
     one forward of two tokens with gradients on records, per matmul module, whether its input
     requires grad. The model's mode is restored and no gradient is computed."""
     flags: dict[int, bool] = {}
+    device = next(model.parameters()).device
 
     def record(mod: nn.Module, args: tuple, out) -> None:  # returns None: the output is kept
         flags.setdefault(id(mod), bool(args[0].requires_grad))
@@ -98,12 +107,20 @@ def no_input_grad_params(model: nn.Module) -> int:
     model.eval()
     try:
         with torch.enable_grad():
-            model(input_ids=torch.zeros((1, 2), dtype=torch.long))
+            model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
     return sum(m.weight.numel() for m in matmul_modules(model) if flags.get(id(m)) is False)
+
+
+def attention_width(config) -> int:
+    """Query heads x head dimension of a transformers config (``head_dim`` if it gives one, else
+    ``hidden_size // num_attention_heads``)."""
+    heads = int(config.num_attention_heads)
+    head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
+    return heads * int(head_dim)
 
 
 @dataclass(frozen=True)
@@ -114,20 +131,22 @@ class TokenFlops:
     trainable_matmul_params: int
     n_layer: int
     d_model: int
+    attn_width: int  # query heads x head_dim
 
     @classmethod
     def of(cls, model: nn.Module) -> TokenFlops:
-        """The per-token FLOPs of ``model`` (a transformers model with ``num_hidden_layers`` and
-        ``hidden_size`` in its config)."""
+        """The per-token FLOPs of ``model`` (a transformers model with ``num_hidden_layers``,
+        ``hidden_size`` and ``num_attention_heads`` in its config)."""
         cfg = model.config
         return cls(matmul_weight_params=matmul_weight_params(model),
                    no_input_grad_params=no_input_grad_params(model),
                    trainable_matmul_params=trainable_matmul_params(model),
-                   n_layer=int(cfg.num_hidden_layers), d_model=int(cfg.hidden_size))
+                   n_layer=int(cfg.num_hidden_layers), d_model=int(cfg.hidden_size),
+                   attn_width=attention_width(cfg))
 
     def attention(self, L: int) -> float:
         """Forward FLOPs of the two attention matmuls for one token attending ``L`` positions."""
-        return 4.0 * self.n_layer * L * self.d_model
+        return 4.0 * self.n_layer * L * self.attn_width
 
     def forward(self, L: int) -> float:
         """FLOPs of a forward for one token attending ``L`` positions."""
@@ -173,14 +192,14 @@ def charged_parts(spec: TrainSpec) -> tuple[str, ...]:
     return TRAINING_PARTS + (MEASUREMENT_PARTS if spec.charge_measurement else ())
 
 
-def update_cost(model: nn.Module, spec: TrainSpec, trainable_params: int, prompt_len: int,
+def update_cost(per_token: TokenFlops, spec: TrainSpec, trainable_params: int, prompt_len: int,
                 num_clients: int) -> tuple[tuple[float, int], dict]:
-    """``((flops, tokens), breakdown)`` of one local update of ``model`` under ``spec``: the charged
+    """``((flops, tokens), breakdown)`` of one local update of the model whose per-token FLOPs are
+    ``per_token`` (:meth:`TokenFlops.of`) under ``spec``: the charged
     FLOPs and tokens (:func:`charged_parts`). ``breakdown`` holds the per-token FLOPs and their
     terms, ``flops_by_part`` / ``tokens_by_part`` of every part, ``charged_parts``, the charged
     totals ``flops_charged`` / ``tokens_charged`` and the totals of every part ``flops_all`` /
     ``tokens_all``."""
-    per_token = TokenFlops.of(model)
     parts = update_cost_parts(per_token, spec, prompt_len, num_clients)
     charged = charged_parts(spec)
     S = spec.seq_len
@@ -190,6 +209,7 @@ def update_cost(model: nn.Module, spec: TrainSpec, trainable_params: int, prompt
         no_input_grad_params=per_token.no_input_grad_params,
         trainable_matmul_params=per_token.trainable_matmul_params,
         trainable_params=trainable_params, n_layer=per_token.n_layer, d_model=per_token.d_model,
+        attention_width=per_token.attn_width,
         forward_flops_per_token=per_token.forward(S), backward_flops_per_token=per_token.backward(S),
         prompt_len=prompt_len, train_tokens=parts["train"][1], eval_tokens=parts["eval"][1],
         flops_by_part={k: float(v[0]) for k, v in parts.items()},

@@ -37,6 +37,10 @@ class ModelSpec:
     seed: int = 0  # LoRA init (torch.manual_seed before get_peft_model) and adapter init
     adapter_size: int = 16  # bottleneck width m of the MLP adapters; 0 = no adapters
     gguf_file: str | None = None  # a GGUF file inside the source directory (from_pretrained(dir, gguf_file=...))
+    # The architecture devices are charged for (FLOPs, payload): None = this model; a shipped name or
+    # a config.json path (pwffsim.learn.costmodel). update_dtype: the payload's bytes per parameter.
+    cost_model: str | None = None
+    update_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.lora_rank < 1:
@@ -47,6 +51,11 @@ class ModelSpec:
             raise ValueError(f"adapter_size must be >= 0, got {self.adapter_size}")
         if self.target_modules is not None and isinstance(self.target_modules, str):
             raise ValueError("target_modules must be a tuple of module names, not a string")
+        from .costconfig import UPDATE_DTYPE_BYTES
+
+        if self.update_dtype not in UPDATE_DTYPE_BYTES:
+            raise ValueError(f"update_dtype must be one of {sorted(UPDATE_DTYPE_BYTES)}, "
+                             f"got {self.update_dtype!r}")
 
 
 def _quiet_transformers() -> None:
@@ -130,20 +139,12 @@ def load_base(spec: ModelSpec):
     return model, tokenizer
 
 
-def build_peft_model(spec: ModelSpec):
-    """``(peft_model, tokenizer)``: the base from :func:`load_base`, frozen, with LoRA
-    (``LoraConfig(task_type="CAUSAL_LM")``) initialised under ``torch.manual_seed(spec.seed)`` and,
-    if ``spec.adapter_size > 0``, a trainable bottleneck adapter after every block's MLP (inserted
-    after ``get_peft_model``; zero up-projection, so the model still equals the base; down-projection
-    drawn from a generator seeded with ``spec.seed``)."""
-    from peft import LoraConfig, get_peft_model
+def lora_config(spec: ModelSpec, model_type: str | None, targets):
+    """peft's ``LoraConfig`` of ``spec`` for a model of ``model_type`` (``targets`` None: peft's
+    default for the architecture); GPT-2's Conv1D projections are fan-in x fan-out."""
+    from peft import LoraConfig
 
-    model, tokenizer = load_base(spec)
-    model_type = getattr(model.config, "model_type", None)
-    targets = spec.target_modules
-    if targets is None:
-        targets = DEFAULT_TARGET_MODULES.get(model_type)
-    cfg = LoraConfig(
+    return LoraConfig(
         task_type="CAUSAL_LM",
         r=spec.lora_rank,
         lora_alpha=spec.lora_alpha,
@@ -151,6 +152,22 @@ def build_peft_model(spec: ModelSpec):
         target_modules=list(targets) if targets is not None else None,
         fan_in_fan_out=model_type in _FAN_IN_FAN_OUT,
     )
+
+
+def build_peft_model(spec: ModelSpec):
+    """``(peft_model, tokenizer)``: the base from :func:`load_base`, frozen, with LoRA
+    (``LoraConfig(task_type="CAUSAL_LM")``) initialised under ``torch.manual_seed(spec.seed)`` and,
+    if ``spec.adapter_size > 0``, a trainable bottleneck adapter after every block's MLP (inserted
+    after ``get_peft_model``; zero up-projection, so the model still equals the base; down-projection
+    drawn from a generator seeded with ``spec.seed``)."""
+    from peft import get_peft_model
+
+    model, tokenizer = load_base(spec)
+    model_type = getattr(model.config, "model_type", None)
+    targets = spec.target_modules
+    if targets is None:
+        targets = DEFAULT_TARGET_MODULES.get(model_type)
+    cfg = lora_config(spec, model_type, targets)
     torch.manual_seed(spec.seed)
     try:
         peft_model = get_peft_model(model, cfg)

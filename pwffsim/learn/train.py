@@ -29,6 +29,7 @@ from .align import PreferenceRewards, ResponseSampler, RLOOAligner
 from .batches import ClientBatches, Rows, epoch_order
 from .contract import TrainJob, TrainResult
 from .cost import update_cost
+from .costmodel import charged_model
 from .data import ClientData, DataSpec, build_client_datasets
 from .model import ModelSpec, build_peft_model, position_limit
 from .state import GROUPS, TrainableState
@@ -143,8 +144,11 @@ class Learner:
         self.rewards = PreferenceRewards(ts.help_reward, ts.safe_reward) if need_gen else None
         self.aligner = RLOOAligner(self.model, self.sampler, self.rewards, ts, self.prompt_len)
         self.trainable_state = TrainableState(self.model)
+        # What devices are charged for: this model, or model_spec.cost_model built on meta.
+        self.charged = charged_model(self.model, model_spec)
         self._cost, self.cost_breakdown = update_cost(
-            self.model, ts, self.trainable_state.numel(), self.prompt_len, len(self.clients))
+            self.charged.per_token, ts, self.charged.trainable_params, self.prompt_len,
+            len(self.clients))
 
     # ---------------------------------------------------------------------------------- info
     @property
@@ -187,6 +191,11 @@ class Learner:
         """The charged ``(flops, tokens)`` of one :meth:`run` (see :mod:`pwffsim.learn.cost`;
         every part in :attr:`cost_breakdown`)."""
         return self._cost
+
+    def charged_payload_bytes(self, groups) -> int:
+        """Bytes of a transfer of the parameter ``groups`` (the global ones) as charged: their
+        parameters in the charged model x ``update_dtype`` bytes (:mod:`pwffsim.learn.costmodel`)."""
+        return self.charged.payload_bytes(groups)
 
     # ---------------------------------------------------------------------------------- work
     def _check_client(self, client: int) -> int:

@@ -128,7 +128,25 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
             raise ScenarioError(f"{source}: field '{name}': an existing file; given {p!r}")
     if sc.topology is not None:
         _resolve_topology_channel(sc)
+    if sc.model.cost_model is not None:
+        _resolve_cost_model(sc, base, source)
     return sc
+
+
+def _resolve_cost_model(sc: Scenario, base: Path, source: str) -> None:
+    """``model.cost_model``: a shipped name stays; a path becomes absolute (relative to the scenario
+    file) and its config.json is read and checked (torch-free) so a missing or malformed one is a
+    one-line error naming the scenario file, the field and the config file."""
+    from ..learn.costconfig import is_shipped, read_cost_config
+
+    if not is_shipped(sc.model.cost_model):
+        sc.model.cost_model = str((base / Path(sc.model.cost_model).expanduser()).resolve())
+    else:
+        sc.model.cost_model = sc.model.cost_model.lower()
+    try:
+        read_cost_config(sc.model.cost_model)
+    except ValueError as err:
+        raise ScenarioError(f"{source}: field 'model.cost_model': {err}") from None
 
 
 def _resolve_topology_channel(sc: Scenario) -> None:

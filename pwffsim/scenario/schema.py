@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..learn.costconfig import SHIPPED
 from ..net.pathloss_registry import PATH_LOSS_REGISTRY, path_loss_reference
 from ..sim.policies import POLICIES, policy_class, policy_reference
 
@@ -158,6 +159,8 @@ class ModelConfig(_Section):
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout probability.")
     target_modules: Optional[list[str]] = Field(None, description="Module names LoRA wraps; default per architecture (GPT-2: c_attn).")
     adapter_size: int = Field(16, ge=0, le=4096, description="Bottleneck width m of the adapter after each block's MLP (0: no adapters).")
+    cost_model: Optional[str] = Field(None, description="The architecture devices are charged for (compute FLOPs, payload bytes) while the learning runs on model.source: one of " + ", ".join(repr(n) for n in SHIPPED) + " (config.json facts of the public models, shipped) or a local config.json file (or a directory holding one), relative to the scenario file. Built on torch's meta device with this section's LoRA and adapters; exact parameter counts, the same analytic FLOPs model. Default: the trained model itself.")
+    update_dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Number format of a transferred update: payload bytes = global parameters x 4 (fp32) or 2 (bf16, fp16).")
 
 
 class DataConfig(_Section):

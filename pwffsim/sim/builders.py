@@ -23,7 +23,8 @@ def learner_specs(sc: Scenario):
     m, d, f, pw = sc.model, sc.data, sc.fl, sc.pwff
     model_spec = ModelSpec(source=m.source, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
                            target_modules=tuple(m.target_modules) if m.target_modules else None, seed=sc.seed,
-                           adapter_size=m.adapter_size, gguf_file=m.gguf_file)
+                           adapter_size=m.adapter_size, gguf_file=m.gguf_file, cost_model=m.cost_model,
+                           update_dtype=m.update_dtype)
     data_spec = DataSpec(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
                          eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
                          dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed)

@@ -62,7 +62,8 @@ class Simulation:
         self.recorder = Recorder(None, self.world.cell_id)
         init = self.learner.initial_state()
         self.split = ModelSplit.of(self.learner, init, scenario.pwff.global_groups)
-        self.state = RunState(global_state=self.split.global_part(init))
+        self.state = RunState(global_state=self.split.global_part(init),
+                              charged_payload_bytes=self.split.charged_payload_bytes)
         self.pref_help = client_preferences(scenario)
         self.flops, self.tokens = self.learner.estimate_cost()
         self.selection_rng = stream(scenario.seed, STREAM_SELECTION)
@@ -135,4 +136,6 @@ class Simulation:
         return self.recorder.summary(
             scenario=self.sc.name, seed=self.sc.seed, stopped_reason=self.state.stopped_reason,
             flops_per_update=self.flops, scheme=self.sc.pwff.scheme, payload_bytes=self.state.payload_bytes(),
-            devices_alive=sum(d.alive for d in self.devices))
+            devices_alive=sum(d.alive for d in self.devices),
+            models={"trained_model": self.sc.model.source,
+                    "charged_model": self.sc.model.cost_model or self.sc.model.source})

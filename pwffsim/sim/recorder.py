@@ -125,8 +125,9 @@ class Recorder:
 
     # ------------------------------------------------------------------ summary
     def summary(self, *, scenario: str, seed: int, stopped_reason: str, flops_per_update: float, scheme: str,
-                payload_bytes: int, devices_alive: int) -> dict:
-        """The run summary: what the run says of itself plus totals of the trace rows."""
+                payload_bytes: int, devices_alive: int, models: Optional[dict] = None) -> dict:
+        """The run summary: what the run says of itself plus totals of the trace rows; ``models``:
+        which model was trained and which was charged (``trained_model``, ``charged_model``)."""
         rounds = self.rounds
         finite = [r["train_loss"] for r in rounds if not math.isnan(r["train_loss"])]
         return {
@@ -147,6 +148,7 @@ class Recorder:
             "training_flops_per_update": float(flops_per_update),
             "scheme": scheme,
             "payload_bytes_per_transfer": int(payload_bytes),
+            **(models or {}),
             **self._final_means(),
             "devices_alive": int(devices_alive),
         }

@@ -11,25 +11,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from ..status import Status
 
 
 @dataclass
 class ModelSplit:
-    """Which parameter names are global and which personal, and the personal part a device starts with."""
+    """Which parameter names are global and which personal, and the personal part a device starts with.
+
+    ``charged_payload_bytes``: the size of the global part as the learner charges it (a learner with
+    ``charged_payload_bytes(groups)``, e.g. one charged for a real LLM's update, ``model.cost_model``);
+    None: the global tensors' own bytes."""
 
     global_keys: list[str]
     personal_keys: list[str]
     initial_personal: dict
+    charged_payload_bytes: Optional[int] = None
 
     @classmethod
     def of(cls, learner: Any, initial_state: Mapping, global_groups) -> "ModelSplit":
         groups = set(global_groups)
         global_keys = [k for k in initial_state if learner.parameter_group(k) in groups]
         personal_keys = [k for k in initial_state if k not in set(global_keys)]
-        return cls(global_keys, personal_keys, {k: initial_state[k] for k in personal_keys})
+        charged = getattr(learner, "charged_payload_bytes", None)
+        nbytes = int(charged(tuple(sorted(groups)))) if callable(charged) else None
+        return cls(global_keys, personal_keys, {k: initial_state[k] for k in personal_keys}, nbytes)
 
     def global_part(self, state: Mapping) -> dict:
         return {key: state[key] for key in self.global_keys}
@@ -51,9 +58,13 @@ class RunState:
     stopped_reason: str = ""
     last_loss: dict = field(default_factory=dict)         # client -> its last training loss (selectors read it)
     last_duration_s: dict = field(default_factory=dict)   # client -> its last round duration (s)
+    charged_payload_bytes: Optional[int] = None           # ModelSplit.charged_payload_bytes
 
     def payload_bytes(self) -> int:
-        """Bytes of the global part: what is broadcast and what each client uploads (dtype-aware)."""
+        """Bytes of the global part: what is broadcast and what each client uploads; as the learner
+        charges it if it says (``charged_payload_bytes``), else the global tensors' bytes (dtype-aware)."""
+        if self.charged_payload_bytes is not None:
+            return self.charged_payload_bytes
         from ..learn.aggregate import state_nbytes
 
         return state_nbytes(self.global_state)
