@@ -134,11 +134,16 @@ def _warm_states(seed: int) -> list:
     return out
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "not a robust property: gains by seed 0-11 were +.012 +.027 +.017 +.005 -.004 -.041 -.029 -.030 "
+    "-.044 +.004 -.036 -.044 on the data before issue 10 (seeds 0-2 passed) and +.093 -.027 -.045 "
+    "+.073 -.015 +.055 +.040 -.040 -.028 -.002 -.003 +.050 after it (per-client data streams)"))
 def test_alignment_raises_personalized_objective():
     """Two clients with opposite preferences, 10 supervised warm-up updates, then 4 more local
     updates (10 SFT steps each) with 4 RLOO steps vs none (same seeds); the mean held-out objective
-    (greedy, 48 prompts per client) is higher with alignment. Measured (seeds 0, 1, 2):
-    0.674 -> 0.684, 0.708 -> 0.736, 0.778 -> 0.803."""
+    (greedy, 48 prompts per client) is higher with alignment. Measured before issue 10 (seeds 0, 1,
+    2): 0.674 -> 0.684, 0.708 -> 0.736, 0.778 -> 0.803; but see the xfail reason: over 12 seeds the
+    gain is within noise on either data, so this setting does not show that alignment helps."""
     gains = []
     for seed in (0, 1, 2):
         warm = _warm_states(seed)
