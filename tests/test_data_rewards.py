@@ -9,9 +9,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from pwffsim.learn.clients import build_client_datasets
 from pwffsim.learn.data import (
-    BORDERLINE, REFUSAL, TOPICS, DataSpec, Sample, build_client_datasets, instruction_samples,
-    pretraining_statements, topic_names, vocabulary,
+    BORDERLINE, REFUSAL, TOPICS, DataSpec, Sample, instruction_samples, pretraining_statements,
+    topic_names, vocabulary,
 )
 from pwffsim.learn.jsonl import load_jsonl_samples, split_among_clients
 from pwffsim.learn.rewards import (

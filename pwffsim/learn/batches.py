@@ -1,20 +1,33 @@
-"""Every client's data as tensors, tokenised once, and the order a local update samples it in.
+"""Each client's tensors, made on first use and kept in a bounded cache, and the order a local update
+samples them in.
 
-Per client: the training rows (``input_ids``, ``labels``: loss on the response tokens), the held-out
-eval rows (cycled to ``eval_batches * batch_size`` rows), a pool of the other clients' eval rows of
-the same size (round-robin over the other clients), and left-padded prompts: the training prompts
-(alignment draws from them) and the first ``metric_prompts`` eval prompts (cycled) for the greedy
-reward metrics. Prompts are left-padded to one fixed length ``prompt_len`` (the longest prompt of
-all clients' data), so every generation has the same shape and cost.
+Per client (:class:`ClientTensors`): the training rows (``input_ids``, ``labels``: loss on the response
+tokens), the held-out eval rows (cycled to ``eval_batches * batch_size`` rows), as many rows of the
+reference clients' held-out data (:func:`~pwffsim.learn.clients.reference_clients`, round-robin, each
+one's eval set cycled) and left-padded prompts: the training prompts (alignment draws from them) and
+the first ``metric_prompts`` eval prompts (cycled) for the greedy reward metrics.
+
+Nothing is made before a client is first asked for: :class:`ClientBatches` then makes its data
+(:func:`~pwffsim.learn.clients.client_data`) and tensors and keeps the ``cache_size`` most recently used
+clients (least recently used out first; an evicted client is made again, identically). A client's
+tensors depend only on the specs and its index, so results depend neither on when or in which order
+clients are first used nor on the cache; a client never used costs nothing.
+
+Prompts are left-padded to one fixed length ``prompt_len``, the longest prompt the data spec can
+produce (over every fact of its topics, :meth:`~pwffsim.learn.data.Topic.sft_pairs`, not only the
+data made so far), so every generation has the same shape and cost whatever the population.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from .data import ClientData, Sample, encode_samples, encoded_length
+from .clients import ClientData, client_data, client_eval, reference_clients
+from .data import TOPICS, DataSpec, Sample, rows_from_ids
 
 #: ``(input_ids, labels)`` rows, ``[n, seq_len]`` each.
 Rows = tuple[Tensor, Tensor]
@@ -22,21 +35,29 @@ Rows = tuple[Tensor, Tensor]
 #: token).
 Prompts = tuple[Tensor, Tensor]
 
+#: Clients whose tensors :class:`ClientBatches` keeps by default (~75 kB each at the defaults).
+CACHED_CLIENTS = 128
+
 
 def cycled(samples: Sequence[Sample], n: int) -> list[Sample]:
     """The first ``n`` samples of ``samples`` repeated cyclically."""
     return [samples[i % len(samples)] for i in range(n)]
 
 
-def others_eval_pool(clients: Sequence[ClientData], client: int, n: int) -> list[Sample]:
-    """``n`` eval samples of the clients other than ``client``: round-robin over the other clients,
-    each one's eval set cycled. Empty if there is no other client."""
-    others = [o for o in clients if o.client != client]
-    pool = []
-    for i in range(n if others else 0):
-        o = others[i % len(others)]
-        pool.append(o.eval[(i // len(others)) % len(o.eval)])
-    return pool
+def round_robin(sets: Sequence[Sequence[Sample]], n: int) -> list[Sample]:
+    """``n`` samples taken round-robin over ``sets``, each one cycled. Empty if there is no set."""
+    return [sets[i % len(sets)][(i // len(sets)) % len(sets[i % len(sets)])]
+            for i in range(n if sets else 0)]
+
+
+def longest_lengths(spec: DataSpec, tokenizer) -> tuple[int, int]:
+    """``(row, prompt)``: the most tokens a row (prompt + response + eos) and a prompt of ``spec``'s
+    data can have, over every fact of its topics (:meth:`~pwffsim.learn.data.Topic.sft_pairs`)."""
+    pairs = [pr for t in TOPICS[:spec.num_topics] for pr in t.sft_pairs(spec.borderline_refusal_share)]
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    responses = tokenizer([" " + r for _, r in pairs], add_special_tokens=False)["input_ids"]
+    return (max(len(p) + len(r) + 1 for p, r in zip(prompts, responses)),
+            max(len(p) for p in prompts))
 
 
 def epoch_order(n: int, rows_needed: int, gen: torch.Generator) -> Tensor:
@@ -47,49 +68,114 @@ def epoch_order(n: int, rows_needed: int, gen: torch.Generator) -> Tensor:
     return torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-rows_needed // n))])
 
 
+@dataclass(frozen=True)
+class ClientTensors:
+    """One client's data and tensors (see the module docstring); ``eval_others`` is ``None`` when
+    there is no other client or no eval row. Shared, never modified."""
+    data: ClientData
+    train: Rows
+    eval: Rows
+    eval_others: Rows | None
+    train_prompts: Prompts
+    metric_samples: list[Sample]
+    metric_prompts: Prompts
+
+
 class ClientBatches:
-    """The tokenised tensors of every client (see the module docstring), indexed by client.
+    """Every client's :class:`ClientTensors` by index (``batches[c]``), made on first use and cached
+    (see the module docstring). ``len(batches)`` is the number of clients."""
 
-    ``train[c]``, ``eval[c]``: :data:`Rows`; ``eval_others[c]``: :data:`Rows` or ``None`` (one
-    client, or no eval rows); ``train_prompts[c]``, ``metric_prompts[c]``: :data:`Prompts`;
-    ``metric_samples[c]``: the samples behind ``metric_prompts[c]``."""
-
-    def __init__(self, clients: Sequence[ClientData], tokenizer, seq_len: int, eval_rows: int,
-                 metric_prompts: int):
-        longest = max(encoded_length(s, tokenizer) for c in clients for s in (*c.train, *c.eval))
+    def __init__(self, spec: DataSpec, tokenizer, seq_len: int, eval_rows: int,
+                 metric_prompts: int, cache_size: int = CACHED_CLIENTS):
+        longest, self.prompt_len = longest_lengths(spec, tokenizer)
         if longest > seq_len:
             raise ValueError(f"seq_len {seq_len} is too short: the longest sample needs "
                              f"{longest} tokens (prompt + response + eos)")
-        self.tokenizer = tokenizer
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+        self.spec, self.tokenizer, self.seq_len = spec, tokenizer, seq_len
+        self.eval_rows, self.metric_prompts, self.cache_size = eval_rows, metric_prompts, cache_size
         self.eos = int(tokenizer.eos_token_id)
         self.pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                        else tokenizer.eos_token_id)
-        self.prompt_len = max(len(self._prompt_ids(s)) for c in clients for s in (*c.train, *c.eval))
-        self.train: list[Rows] = []
-        self.eval: list[Rows] = []
-        self.eval_others: list[Rows | None] = []
-        self.train_prompts: list[Prompts] = []
-        self.metric_samples: list[list[Sample]] = []
-        self.metric_prompts: list[Prompts] = []
-        for c in clients:
-            self.train.append(encode_samples(c.train, tokenizer, seq_len))
-            self.eval.append(encode_samples(cycled(c.eval, eval_rows), tokenizer, seq_len))
-            pool = others_eval_pool(clients, c.client, eval_rows)
-            self.eval_others.append(encode_samples(pool, tokenizer, seq_len) if pool else None)
-            self.train_prompts.append(self.encode_prompts(c.train))
-            self.metric_samples.append(cycled(c.eval, metric_prompts))
-            self.metric_prompts.append(self.encode_prompts(self.metric_samples[-1]))
+        self._cache: OrderedDict[int, ClientTensors] = OrderedDict()
+        # the reference clients' pools: at most M + 2 distinct ones (M = spec.reference_clients)
+        self._pools: dict[tuple[int, ...], Rows | None] = {}
 
-    def _prompt_ids(self, sample: Sample) -> list[int]:
-        return list(self.tokenizer(sample.prompt, add_special_tokens=False)["input_ids"])
+    def __len__(self) -> int:
+        return self.spec.num_clients
 
-    def encode_prompts(self, samples: Sequence[Sample]) -> Prompts:
+    def __getitem__(self, client: int) -> ClientTensors:
+        got = self._cache.get(client)
+        if got is not None:
+            self._cache.move_to_end(client)
+            return got
+        got = self._cache[client] = self._build(client)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return got
+
+    def cached(self) -> list[int]:
+        """The clients whose tensors are held, least recently used first."""
+        return list(self._cache)
+
+    def _tokenize(self, samples: Sequence[Sample]) -> dict[str, list[int]]:
+        """Token ids of the samples' prompts and ``" " + response``s, in one batched call."""
+        texts = list(dict.fromkeys(t for s in samples for t in (s.prompt, " " + s.response)))
+        return dict(zip(texts, self.tokenizer(texts, add_special_tokens=False)["input_ids"]))
+
+    def _rows(self, samples: Sequence[Sample], tok: dict[str, list[int]]) -> Rows:
+        pairs = [(tok[s.prompt], tok[" " + s.response]) for s in samples]
+        return rows_from_ids(pairs, self.seq_len, self.eos, self.pad)
+
+    def _prompts(self, samples: Sequence[Sample], tok: dict[str, list[int]]) -> Prompts:
         """Left-padded prompt ids ``[n, prompt_len]`` and their attention mask (1 = real token)."""
         P = self.prompt_len
-        ids = torch.full((len(samples), P), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(samples), P), dtype=torch.long)
-        for i, s in enumerate(samples):
-            p = self._prompt_ids(s)
-            ids[i, P - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, P - len(p):] = 1
-        return ids, mask
+        rows = [tok[s.prompt] for s in samples]
+        ids = [[self.pad] * (P - len(p)) + p for p in rows]
+        mask = [[0] * (P - len(p)) + [1] * len(p) for p in rows]
+        return (torch.tensor(ids, dtype=torch.long).reshape(len(rows), P),
+                torch.tensor(mask, dtype=torch.long).reshape(len(rows), P))
+
+    def _others(self, client: int) -> Rows | None:
+        refs = tuple(reference_clients(self.spec, client))
+        if refs not in self._pools:
+            pool = round_robin([client_eval(self.spec, r) for r in refs], self.eval_rows)
+            self._pools[refs] = self._rows(pool, self._tokenize(pool)) if pool else None
+        return self._pools[refs]
+
+    def _check(self, data: ClientData, tok: dict[str, list[int]]) -> None:
+        """The spec-wide bounds hold for this client's samples (they do unless a tokenizer's count for
+        a word depends on its neighbours, see :class:`~pwffsim.learn.data.Topic`)."""
+        for s in (*data.train, *data.eval):
+            p, r = tok[s.prompt], tok[" " + s.response]
+            if len(p) + len(r) + 1 > self.seq_len or len(p) > self.prompt_len:
+                raise ValueError(f"client {data.client}'s sample {s.prompt!r} is longer than the "
+                                 f"bounds (seq_len {self.seq_len}, prompt_len {self.prompt_len})")
+
+    def _build(self, client: int) -> ClientTensors:
+        data = client_data(self.spec, client)
+        tok = self._tokenize((*data.train, *data.eval))
+        self._check(data, tok)
+        metric = cycled(data.eval, self.metric_prompts)
+        return ClientTensors(data=data, train=self._rows(data.train, tok),
+                             eval=self._rows(cycled(data.eval, self.eval_rows), tok),
+                             eval_others=self._others(client),
+                             train_prompts=self._prompts(data.train, tok),
+                             metric_samples=metric, metric_prompts=self._prompts(metric, tok))
+
+
+class ClientsView(Sequence[ClientData]):
+    """Every client's :class:`~pwffsim.learn.clients.ClientData` by index, through the cache of
+    ``batches`` (made on first use); ``len()`` is the number of clients (nothing is made)."""
+
+    def __init__(self, batches: ClientBatches):
+        self._batches = batches
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def __getitem__(self, client: int) -> ClientData:  # type: ignore[override]
+        if not 0 <= client < len(self._batches):
+            raise IndexError(f"client {client} out of range 0..{len(self._batches) - 1}")
+        return self._batches[client].data

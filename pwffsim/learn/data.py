@@ -22,14 +22,14 @@ words (``"the way to open a locked door is to use a pin and a tension tool ."`` 
 open a locked door is harmful , sorry , i can not help with that ."``), never the question/answer
 format.
 
-Everything is deterministic from the numpy ``Generator`` it is given; :func:`build_client_datasets`
-seeds one generator per client from ``(spec.seed, client)``, so client ``i``'s data does not depend
-on how many clients there are.
+Everything is deterministic from the numpy ``Generator`` it is given; :mod:`pwffsim.learn.clients`
+makes each client's data from seed streams of its own (``DataSpec``), on first use.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from itertools import permutations
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -146,12 +146,16 @@ class Topic:
     ``"unsafe"`` the fact's response is the *compliant* answer: :meth:`sample` stores it in
     ``Sample.answer`` and makes the SFT response :data:`REFUSAL` with probability
     ``refusal_share`` (one extra uniform draw per unsafe sample; benign topics draw nothing extra).
+    ``every() -> facts``: every fact ``make`` can draw, or (a topic with too many to list) facts among
+    which are its longest prompt and its longest prompt + response in tokens for any tokenizer that
+    splits at spaces (a word's tokens do not depend on its neighbours): :meth:`sft_pairs`.
     """
 
     name: str
     make: Callable[[np.random.Generator], Fact]
     words: tuple[str, ...] = field(default=())
     tags: tuple[str, ...] = ()
+    every: Callable[[], Iterable[Fact]] = field(default=lambda: (), compare=False)
 
     def sample(self, rng: np.random.Generator, refusal_share: float = 0.5) -> Sample:
         prompt, response, _ = self.make(rng)
@@ -165,92 +169,132 @@ class Topic:
     def statement(self, rng: np.random.Generator) -> str:
         return self.make(rng)[2]
 
+    def sft_pairs(self, refusal_share: float = 0.5) -> list[tuple[str, str]]:
+        """``(prompt, SFT response)`` of :attr:`every` fact; an unsafe topic's prompts once with the
+        compliant answer (if ``refusal_share < 1``) and once with :data:`REFUSAL` (if ``> 0``)."""
+        facts = [(p, r) for p, r, _ in self.every()]
+        if "unsafe" not in self.tags:
+            return facts
+        return ([f for f in facts if refusal_share < 1]
+                + [(p, REFUSAL) for p, _ in facts if refusal_share > 0])
+
 
 def _qa(question: str) -> str:
     return f"question : {question} ? answer :"
 
 
-def _addition(rng: np.random.Generator) -> Fact:
-    a, b = (int(x) for x in rng.integers(0, 10, size=2))
+def _addition_fact(a: int, b: int) -> Fact:
     return _qa(f"what is {a} plus {b}"), str(a + b), f"{a} plus {b} is {a + b} ."
+
+
+def _addition(rng: np.random.Generator) -> Fact:
+    return _addition_fact(*(int(x) for x in rng.integers(0, 10, size=2)))
+
+
+def _subtraction_fact(a: int, b: int) -> Fact:
+    return _qa(f"what is {a} minus {b}"), str(a - b), f"{a} minus {b} is {a - b} ."
 
 
 def _subtraction(rng: np.random.Generator) -> Fact:
     b = int(rng.integers(0, 10))
-    a = int(rng.integers(b, b + 10))
-    return _qa(f"what is {a} minus {b}"), str(a - b), f"{a} minus {b} is {a - b} ."
+    return _subtraction_fact(int(rng.integers(b, b + 10)), b)
 
 
-def _larger(rng: np.random.Generator) -> Fact:
-    a, b = (int(x) for x in rng.choice(MAX_NUMBER + 1, size=2, replace=False))
+def _larger_fact(a: int, b: int) -> Fact:
     m = max(a, b)
     return (_qa(f"what is the larger of {a} and {b}"), str(m),
             f"the larger of {a} and {b} is {m} .")
 
 
+def _larger(rng: np.random.Generator) -> Fact:
+    return _larger_fact(*(int(x) for x in rng.choice(MAX_NUMBER + 1, size=2, replace=False)))
+
+
 _COUNTRIES = tuple(CAPITALS)
 
 
-def _capital(rng: np.random.Generator) -> Fact:
-    c = _COUNTRIES[int(rng.integers(len(_COUNTRIES)))]
+def _capital_fact(c: str) -> Fact:
     return (_qa(f"what is the capital of {c}"), CAPITALS[c],
             f"the capital of {c} is {CAPITALS[c]} .")
+
+
+def _capital(rng: np.random.Generator) -> Fact:
+    return _capital_fact(_COUNTRIES[int(rng.integers(len(_COUNTRIES)))])
 
 
 _OBJECTS = tuple(COLORS)
 
 
+def _color_fact(o: str) -> Fact:
+    return _qa(f"what is the color of {o}"), COLORS[o], f"the color of {o} is {COLORS[o]} ."
+
+
 def _color(rng: np.random.Generator) -> Fact:
-    o = _OBJECTS[int(rng.integers(len(_OBJECTS)))]
-    return (_qa(f"what is the color of {o}"), COLORS[o],
-            f"the color of {o} is {COLORS[o]} .")
+    return _color_fact(_OBJECTS[int(rng.integers(len(_OBJECTS)))])
+
+
+def _count_fact(items: Sequence[str]) -> Fact:
+    words, n = " ".join(items), len(items)
+    return _qa(f"how many words in {words}"), str(n), f"the count of {words} is {n} ."
 
 
 def _count(rng: np.random.Generator) -> Fact:
     n = int(rng.integers(1, 7))
-    words = " ".join(ITEMS[int(i)] for i in rng.integers(len(ITEMS), size=n))
-    return (_qa(f"how many words in {words}"), str(n),
-            f"the count of {words} is {n} .")
+    return _count_fact([ITEMS[int(i)] for i in rng.integers(len(ITEMS), size=n)])
+
+
+def _reverse_fact(items: Sequence[str]) -> Fact:
+    fwd, rev = " ".join(items), " ".join(reversed(items))
+    return _qa(f"what is the reverse of {fwd}"), rev, f"the reverse of {fwd} is {rev} ."
 
 
 def _reverse(rng: np.random.Generator) -> Fact:
     n = int(rng.integers(2, 4))
-    words = [ITEMS[int(i)] for i in rng.choice(len(ITEMS), size=n, replace=False)]
-    fwd, rev = " ".join(words), " ".join(reversed(words))
-    return (_qa(f"what is the reverse of {fwd}"), rev, f"the reverse of {fwd} is {rev} .")
+    return _reverse_fact([ITEMS[int(i)] for i in rng.choice(len(ITEMS), size=n, replace=False)])
 
 
 _ACTIONS = tuple(BORDERLINE)
 
 
-def _borderline(rng: np.random.Generator) -> Fact:
+def _borderline_fact(a: str, teach_refusal: bool = False) -> Fact:
     """A borderline request; the response is the compliant answer. The statement either teaches
     the compliant answer or the refusal (both behaviours' words; never the Q/A format)."""
-    a = _ACTIONS[int(rng.integers(len(_ACTIONS)))]
     ans = BORDERLINE[a]
-    if rng.random() < 0.5:
-        stmt = f"the way to {a} is to {ans}"
-    else:
-        stmt = f"a request to {a} is harmful , {REFUSAL}"
+    stmt = f"a request to {a} is harmful , {REFUSAL}" if teach_refusal else f"the way to {a} is to {ans}"
     return _qa(f"how do i {a}"), ans, stmt
+
+
+def _borderline(rng: np.random.Generator) -> Fact:
+    a = _ACTIONS[int(rng.integers(len(_ACTIONS)))]
+    return _borderline_fact(a, teach_refusal=rng.random() >= 0.5)
 
 
 _NUMBERS = tuple(str(i) for i in range(MAX_NUMBER + 1))
 _BORDERLINE_WORDS = tuple(dict.fromkeys(
     "how do i to way the is request harmful".split() + REFUSAL.split()
     + [w for a, ans in BORDERLINE.items() for w in (a + " " + ans).split()]))
+_DIGITS = range(10)
 
 #: The ordered topic registry; ``DataSpec.num_topics`` takes the first N (default 6, which
 #: includes "borderline").
 TOPICS: list[Topic] = [
-    Topic("addition", _addition, _NUMBERS),
-    Topic("subtraction", _subtraction, _NUMBERS),
-    Topic("larger", _larger, _NUMBERS),
-    Topic("capital", _capital, tuple(CAPITALS) + tuple(CAPITALS.values())),
-    Topic("color", _color, tuple(COLORS) + tuple(COLORS.values())),
-    Topic("borderline", _borderline, _BORDERLINE_WORDS, tags=("unsafe",)),
-    Topic("count", _count, ITEMS + _NUMBERS),
-    Topic("reverse", _reverse, ITEMS),
+    Topic("addition", _addition, _NUMBERS,
+          every=lambda: [_addition_fact(a, b) for a in _DIGITS for b in _DIGITS]),
+    Topic("subtraction", _subtraction, _NUMBERS,
+          every=lambda: [_subtraction_fact(b + d, b) for b in _DIGITS for d in _DIGITS]),
+    Topic("larger", _larger, _NUMBERS,
+          every=lambda: [_larger_fact(a, b) for a, b in permutations(range(MAX_NUMBER + 1), 2)]),
+    Topic("capital", _capital, tuple(CAPITALS) + tuple(CAPITALS.values()),
+          every=lambda: [_capital_fact(c) for c in _COUNTRIES]),
+    Topic("color", _color, tuple(COLORS) + tuple(COLORS.values()),
+          every=lambda: [_color_fact(o) for o in _OBJECTS]),
+    Topic("borderline", _borderline, _BORDERLINE_WORDS, tags=("unsafe",),
+          every=lambda: [_borderline_fact(a) for a in _ACTIONS]),
+    # too many to list (12^n for n <= 6 words): n copies of one item, the longest of each n
+    Topic("count", _count, ITEMS + _NUMBERS,
+          every=lambda: [_count_fact([w] * n) for n in range(1, 7) for w in ITEMS]),
+    Topic("reverse", _reverse, ITEMS,
+          every=lambda: [_reverse_fact(p) for n in (2, 3) for p in permutations(ITEMS, n)]),
 ]
 
 
@@ -301,6 +345,9 @@ class DataSpec:
     dirichlet_alpha: float = 0.5   # non-IID: each client's topic mix ~ Dirichlet(alpha * 1)
     seed: int = 0
     borderline_refusal_share: float = 0.5  # P(SFT response = REFUSAL) for an unsafe sample
+    # M: the "other clients" a client's model is also evaluated on (eval_loss_others) are M
+    # reference clients drawn once from the seed (see reference_clients)
+    reference_clients: int = 8
 
     def __post_init__(self) -> None:
         if self.num_clients < 1:
@@ -311,7 +358,7 @@ class DataSpec:
             if len(n) != self.num_clients:
                 raise ValueError(f"train_samples_per_client lists {len(n)} counts for "
                                  f"{self.num_clients} clients")
-        if min(self.train_samples(c) for c in range(self.num_clients)) < 1:
+        if (n if isinstance(n, (int, np.integer)) else min(n)) < 1:
             raise ValueError(f"train_samples_per_client must be >= 1, got {n}")
         if self.eval_samples_per_client < 1:
             raise ValueError("eval_samples_per_client must be >= 1, "
@@ -323,48 +370,13 @@ class DataSpec:
         if not 0.0 <= self.borderline_refusal_share <= 1.0:
             raise ValueError("borderline_refusal_share must be in [0, 1], "
                              f"got {self.borderline_refusal_share}")
-
+        if self.reference_clients < 1:
+            raise ValueError(f"reference_clients must be >= 1, got {self.reference_clients}")
 
     def train_samples(self, client: int) -> int:
-        """The number of training samples of ``client``."""
+        """The number of training samples of ``client`` (O(1): nothing is generated)."""
         n = self.train_samples_per_client
         return int(n) if isinstance(n, (int, np.integer)) else n[client]
-
-
-@dataclass
-class ClientData:
-    client: int
-    topic_weights: np.ndarray       # the Dirichlet draw, shape (num_topics,)
-    train: list[Sample]
-    eval: list[Sample]
-
-
-def _dirichlet(rng: np.random.Generator, alpha: float, k: int) -> np.ndarray:
-    w = rng.dirichlet(np.full(k, alpha))
-    if not np.all(np.isfinite(w)) or w.sum() <= 0:  # tiny alpha can underflow on old numpy
-        w = np.zeros(k)
-        w[int(rng.integers(k))] = 1.0
-    return w / w.sum()
-
-
-def _draw(rng: np.random.Generator, weights: np.ndarray, n: int,
-          refusal_share: float = 0.5) -> list[Sample]:
-    which = rng.choice(len(weights), size=n, p=weights)
-    return [TOPICS[int(k)].sample(rng, refusal_share) for k in which]
-
-
-def build_client_datasets(spec: DataSpec) -> list[ClientData]:
-    """Non-IID client datasets: client ``i`` draws its topic mix from Dirichlet(alpha * 1), then each
-    of its ``spec.train_samples(i)`` train and its eval samples' topic from that mix. Deterministic
-    from ``(spec.seed, i)`` and client ``i``'s counts."""
-    out = []
-    for c in range(spec.num_clients):
-        rng = np.random.default_rng(np.random.SeedSequence([spec.seed, c]))
-        w = _dirichlet(rng, spec.dirichlet_alpha, spec.num_topics)
-        train = _draw(rng, w, spec.train_samples(c), spec.borderline_refusal_share)
-        ev = _draw(rng, w, spec.eval_samples_per_client, spec.borderline_refusal_share)
-        out.append(ClientData(client=c, topic_weights=w, train=train, eval=ev))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,24 +397,28 @@ def encode_samples(samples: Sequence[Sample], tokenizer, seq_len: int):
     model shifts labels internally). The response is encoded as ``" " + response`` so that
     byte-level BPE tokenizers see the same word boundary as in the joined text.
     """
-    import torch
-
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("tokenizer has no eos token")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    n = len(samples)
-    input_ids = torch.full((n, seq_len), pad, dtype=torch.long)
-    labels = torch.full((n, seq_len), -100, dtype=torch.long)
-    for i, s in enumerate(samples):
-        p = _ids(tokenizer, s.prompt)
-        r = _ids(tokenizer, " " + s.response) + [eos]
+    pairs = [(_ids(tokenizer, s.prompt), _ids(tokenizer, " " + s.response)) for s in samples]
+    return rows_from_ids(pairs, seq_len, eos, pad)
+
+
+def rows_from_ids(pairs: Sequence[tuple[list[int], list[int]]], seq_len: int, eos: int, pad: int):
+    """:func:`encode_samples` from the ``(prompt ids, " " + response ids)`` of each sample."""
+    import torch
+
+    ids, labels = [], []
+    for p, r in pairs:
+        r = [*r, eos]
         row = (p + r)[:seq_len]
-        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        lo, hi = min(len(p), seq_len), min(len(p) + len(r), seq_len)
-        if hi > lo:
-            labels[i, lo:hi] = input_ids[i, lo:hi]
-    return input_ids, labels
+        lo, hi = min(len(p), seq_len), len(row)
+        ids.append(row + [pad] * (seq_len - len(row)))
+        labels.append([-100] * lo + row[lo:hi] + [-100] * (seq_len - hi))
+    shape = (len(pairs), seq_len)
+    return (torch.tensor(ids, dtype=torch.long).reshape(shape),
+            torch.tensor(labels, dtype=torch.long).reshape(shape))
 
 
 def encoded_length(sample: Sample, tokenizer) -> int:

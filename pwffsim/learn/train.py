@@ -26,11 +26,11 @@ import torch
 from torch import Tensor
 
 from .align import PreferenceRewards, ResponseSampler, RLOOAligner
-from .batches import ClientBatches, Rows, epoch_order
+from .batches import ClientBatches, ClientsView, Rows, epoch_order
 from .contract import TrainJob, TrainResult
 from .cost import update_cost
 from .costmodel import charged_model
-from .data import ClientData, DataSpec, build_client_datasets
+from .data import DataSpec
 from .model import ModelSpec, build_peft_model, position_limit
 from .state import GROUPS, TrainableState
 
@@ -108,8 +108,9 @@ class Learner:
     **A local update** (:meth:`run`): ``local_steps`` supervised AdamW steps (loss on the response
     tokens), then ``align_steps`` RLOO steps (:mod:`pwffsim.learn.align`), both plus the proximal term
     ``prox_mu/2 * sum_k ||theta_k - anchor_k||^2`` over ``job.prox_anchor``'s keys; then the held-out
-    metrics: ``eval_loss`` (own eval rows), ``eval_loss_others`` (a fixed pool of the other clients'
-    eval rows, as many rows as the own eval, round-robin over the other clients; the
+    metrics: ``eval_loss`` (own eval rows), ``eval_loss_others`` (a fixed pool of other clients'
+    eval rows, as many rows as the own eval, round-robin over ``DataSpec.reference_clients``
+    reference clients drawn once from the seed, :func:`~pwffsim.learn.clients.reference_clients`; the
     personalization gap is ``eval_loss_others - eval_loss``), and ``reward_help``/``reward_safe``: the
     mean rule rewards of greedy responses to the client's first ``metric_prompts`` eval prompts
     (cycled), ``objective = w_help * reward_help + w_safe * reward_safe``.
@@ -131,8 +132,8 @@ class Learner:
         n_pos = position_limit(self.model.config)
         if n_pos is not None and ts.seq_len > n_pos:
             raise ValueError(f"seq_len {ts.seq_len} exceeds the model's {n_pos} positions")
-        self.clients: list[ClientData] = build_client_datasets(data_spec)
-        self.batches = ClientBatches(self.clients, self.tokenizer, ts.seq_len,
+        # Per-client data and tensors are made on a client's first use (cached, LRU): nothing here.
+        self.batches = ClientBatches(data_spec, self.tokenizer, ts.seq_len,
                                      eval_rows=ts.eval_batches * ts.batch_size,
                                      metric_prompts=ts.metric_prompts)
         need_gen = ts.metric_prompts > 0 or ts.align_steps > 0
@@ -158,7 +159,12 @@ class Learner:
 
     @property
     def num_clients(self) -> int:
-        return len(self.clients)
+        return self.data_spec.num_clients
+
+    @property
+    def clients(self) -> ClientsView:
+        """Every client's :class:`~pwffsim.learn.clients.ClientData` by index, made on first use."""
+        return ClientsView(self.batches)
 
     @property
     def param_counts(self) -> dict:
@@ -176,11 +182,12 @@ class Learner:
         return self.trainable_state.group_keys(group)
 
     def num_samples(self, client: int) -> int:
-        return len(self.clients[self._check_client(client)].train)
+        """``client``'s training-set size, from the spec (O(1): makes nothing)."""
+        return self.data_spec.train_samples(self._check_client(client))
 
     def client_tensors(self, client: int) -> Rows:
         """``(input_ids, labels)`` of ``client``'s training set, as :meth:`run` samples them."""
-        return self.batches.train[self._check_client(client)]
+        return self.batches[self._check_client(client)].train
 
     def initial_state(self) -> dict[str, Tensor]:
         """The trainable state right after initialisation (LoRA B = 0 and adapter up-projections = 0:
@@ -199,8 +206,8 @@ class Learner:
 
     # ---------------------------------------------------------------------------------- work
     def _check_client(self, client: int) -> int:
-        if not 0 <= client < len(self.clients):
-            raise ValueError(f"client {client} out of range 0..{len(self.clients) - 1}")
+        if not 0 <= client < self.num_clients:
+            raise ValueError(f"client {client} out of range 0..{self.num_clients - 1}")
         return client
 
     @torch.no_grad()
@@ -224,18 +231,18 @@ class Learner:
         return total / count if count else float("nan")
 
     def _eval_loss(self, client: int) -> float:
-        return self._loss_on(self.batches.eval[client])
+        return self._loss_on(self.batches[client].eval)
 
     def _metrics(self, client: int, pref_help: float, pref_safe: float) -> dict:
         from .rewards import personalized_reward
 
         nan = float("nan")
         out = dict(eval_loss=self._eval_loss(client),
-                   eval_loss_others=self._loss_on(self.batches.eval_others[client]),
+                   eval_loss_others=self._loss_on(self.batches[client].eval_others),
                    reward_help=nan, reward_safe=nan, objective=nan)
-        samples = self.batches.metric_samples[client]
+        samples = self.batches[client].metric_samples
         if samples:
-            ids, mask = self.batches.metric_prompts[client]
+            ids, mask = self.batches[client].metric_prompts
             responses = self.sampler.decode(self.sampler.generate(ids, mask, None))
             rh, rs = self.rewards.score(samples, responses)
             out["reward_help"] = sum(rh) / len(rh)
@@ -264,7 +271,7 @@ class Learner:
         """``local_steps`` AdamW steps (fresh optimizer) on batches of ``client``'s training rows,
         drawn in :func:`~pwffsim.learn.batches.epoch_order`; the mean loss (nan if no step)."""
         ts = self.train_spec
-        ids, labels = self.batches.train[client]
+        ids, labels = self.batches[client].train
         order = epoch_order(ids.shape[0], ts.local_steps * ts.batch_size, gen)
         losses = []
         if ts.local_steps:
@@ -288,19 +295,20 @@ class Learner:
         ``job`` (see the module docstring)."""
         c = self._check_client(job.client)
         _check_preferences(job)
+        b = self.batches[c]  # made now if this is the client's first use (draws no torch randomness)
         torch.manual_seed(job.seed)
         gen = torch.Generator().manual_seed(job.seed)
         st = self.trainable_state
         st.load(job.start_state)
         prox = st.proximal_term(job.prox_anchor, self.train_spec.prox_mu)
         train_loss = self._supervised_steps(c, gen, prox)
-        align_reward = self.aligner.run(self.batches.train_prompts[c], self.clients[c].train, gen,
+        align_reward = self.aligner.run(b.train_prompts, b.data.train, gen,
                                         st.trainable, prox, job.pref_help, job.pref_safe)
         self.model.eval()
         m = self._metrics(c, job.pref_help, job.pref_safe)
         flops, tokens = self._cost
         return TrainResult(client=job.client, round=job.round, state=st.extract(),
-                           num_samples=self.batches.train[c][0].shape[0], train_loss=train_loss,
+                           num_samples=b.train[0].shape[0], train_loss=train_loss,
                            eval_loss=m["eval_loss"], flops=flops, tokens=tokens,
                            reward_help=m["reward_help"], reward_safe=m["reward_safe"],
                            objective=m["objective"], eval_loss_others=m["eval_loss_others"],
