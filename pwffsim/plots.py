@@ -25,6 +25,7 @@ KIND_COLORS = {
     Kind.COMPUTE: "tab:orange",
     Kind.UPLOAD: "tab:green",
     "wait": "lightgray",
+    Kind.IDLE: "silver",
     "other": "tab:purple",
 }
 # The stacks of the round-delay bars (columns KEY_s of the breakdown), bottom to top.

@@ -146,10 +146,12 @@ def _clipped_duration(rows: pd.DataFrame, t0: float, t1: float) -> float:
 
 def _aggregated_clients(ev: pd.DataFrame) -> pd.Index:
     """Clients of one round whose upload arrived in time (status ok) and who
-    were not dropped."""
-    ok_up = ev[(ev["kind"] == Kind.UPLOAD) & (ev["status"] == Status.OK)]["client"].unique()
-    dropped = ev[(ev["status"] == Status.DROPPED) | (ev["kind"] == Kind.DROPOUT)]["client"].unique()
-    return pd.Index(ok_up).difference(pd.Index(dropped))
+    were not dropped before it arrived (one whose battery empties afterwards,
+    idle while waiting for the aggregation, is still aggregated)."""
+    arrived = ev[(ev["kind"] == Kind.UPLOAD) & (ev["status"] == Status.OK)].groupby("client")["t_end_s"].max()
+    gone = ev[(ev["status"] == Status.DROPPED) | (ev["kind"] == Kind.DROPOUT)].groupby("client")["t_start_s"].min()
+    before = [k for k in arrived.index if k in gone.index and gone[k] < arrived[k]]
+    return pd.Index(arrived.index.unique()).difference(pd.Index(before))
 
 
 def round_delay_breakdown(events: pd.DataFrame, rounds: pd.DataFrame) -> pd.DataFrame:
@@ -209,8 +211,9 @@ def round_delay_breakdown(events: pd.DataFrame, rounds: pd.DataFrame) -> pd.Data
 def energy_by_client(events: pd.DataFrame) -> pd.DataFrame:
     """Total device energy (J) per client, one column per activity kind.
 
-    Columns ``download, compute, upload`` always exist; energy booked on any
-    other kind (e.g. dropout) is lumped into ``other`` if non-zero.
+    Columns ``download, compute, upload`` always exist; ``idle`` if idle power
+    drew anything; energy booked on any other kind is lumped into ``other`` if
+    non-zero.
     """
     events = _coerce(events, "events")
     cev = events[events["client"] >= 0]
@@ -219,7 +222,9 @@ def energy_by_client(events: pd.DataFrame) -> pd.DataFrame:
     res = pd.DataFrame(index=tab.index)
     for kind in CLIENT_KINDS:
         res[kind] = tab[kind] if kind in tab.columns else 0.0
-    other = [c for c in tab.columns if c not in CLIENT_KINDS]
+    if Kind.IDLE in tab.columns and float(tab[Kind.IDLE].sum()) != 0.0:
+        res[Kind.IDLE] = tab[Kind.IDLE]
+    other = [c for c in tab.columns if c not in (*CLIENT_KINDS, Kind.IDLE)]
     if other and float(tab[other].to_numpy().sum()) != 0.0:
         res["other"] = tab[other].sum(axis=1)
     return res.sort_index()

@@ -102,6 +102,29 @@ def test_battery_emptying_while_waiting_drops_the_device_at_that_instant_update_
     (idle0,) = rows(sim, "idle", 0)
     assert idle0["status"] == "dropped" and idle0["t_end_s"] == drop["t_start_s"] and idle0["battery_j"] == 0.0
     assert sim.rounds[0]["aggregated"] == 2 and not sim.devices[0].alive
+    import pandas as pd
+
+    from pwffsim.report import energy_by_client
+
+    assert energy_by_client(pd.DataFrame(sim.events)).loc[0, "idle"] == pytest.approx(IDLE_W * x, rel=1e-9)
+
+
+def test_report_counts_a_straggler_that_dies_during_the_aggregation_as_aggregated():
+    import pandas as pd
+
+    from pwffsim.report import round_delay_breakdown
+
+    far = hand(480.0)
+    sc = scenario([[50.0, 0.0], [480.0, 0.0]], profile={"idle_power_w": IDLE_W})
+    battery = far["e_dl"] + far["e_c"] + far["e_ul"] + IDLE_W * 0.5 * AGG_S
+    sc.devices.profiles = [sc.devices.profiles[0].model_copy(update={"name": "big"}),
+                           sc.devices.profiles[0].model_copy(update={"name": "small", "battery_j": battery})]
+    sc.devices.profile_of_device = ["big", "small"]
+    sim = run(sc)
+    assert rows(sim, "dropout")[0]["t_start_s"] == pytest.approx(far["t"] + 0.5 * AGG_S, rel=1e-9)
+    (row,) = round_delay_breakdown(pd.DataFrame(sim.events), pd.DataFrame(sim.rounds)).to_dict("records")
+    assert (row["straggler"], row["straggler_aggregated"]) == (1, True)
+    assert row["upload_s"] == pytest.approx(far["t_ul"], rel=1e-9)
 
 
 def test_a_backhaul_leg_is_idle_time(tmp_path):
