@@ -71,20 +71,29 @@ class LinkBudget:
         self.cells = list(cells)
         self.ue_height_m = float(ue_height_m)
         self.correlated = correlated
-        n_cells = len(self.cells)
-        # One uniform (LOS) and one standard normal (shadowing) per link, from per-device streams.
-        self._u_los = np.empty((n_devices, n_cells))
-        self._z_shadow = np.empty((n_devices, n_cells))
-        for k in range(n_devices):
-            rng = rng_for(k)
-            self._u_los[k] = rng.uniform(size=n_cells)
-            self._z_shadow[k] = rng.standard_normal(size=n_cells)
+        self.n_devices = int(n_devices)
+        self._rng_for = rng_for
+        # One uniform (LOS) and one standard normal (shadowing) per link, from the device's own stream,
+        # drawn on the device's first query (so a device nobody asks about costs nothing, and the
+        # realisation does not depend on which device is asked first).
+        self._draws: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._fields: dict[tuple[int, bool], CorrelatedShadowing] = {}
         if correlated:
-            for j in range(n_cells):
+            for j in range(len(self.cells)):
                 for los in (True, False):
                     d_corr = self.path_loss_model.decorrelation_distance_m(los)
                     self._fields[(j, los)] = CorrelatedShadowing(1.0, d_corr, rng_for(10_000 + j, int(los)))
+
+    def link_draws(self, device: int) -> tuple[np.ndarray, np.ndarray]:
+        """The device's LOS uniforms and shadowing normals towards every cell (drawn on first use)."""
+        d = self._draws.get(device)
+        if d is None:
+            if not 0 <= device < self.n_devices:
+                raise IndexError(f"device {device} out of range ({self.n_devices} devices)")
+            rng = self._rng_for(device)
+            n_cells = len(self.cells)
+            d = self._draws[device] = (rng.uniform(size=n_cells), rng.standard_normal(size=n_cells))
+        return d
 
     def distance_2d_m(self, cell: int, xy: np.ndarray) -> float:
         c = self.cells[cell]
@@ -94,7 +103,7 @@ class LinkBudget:
         """LOS state of the link at ``xy``: ``u < P_LOS(d_2D)`` (always true where ``P_LOS = 1``,
         since ``u`` is in [0, 1))."""
         p = self.path_loss_model.los_probability(self.distance_2d_m(cell, xy), h_ut_m=self.ue_height_m)
-        return bool(self._u_los[device, cell] < p)
+        return bool(self.link_draws(device)[0][cell] < p)
 
     def components(self, device: int, cell: int, xy: np.ndarray) -> "LinkComponents":
         """What the large-scale gain of the link at ``xy`` is made of."""
@@ -107,7 +116,7 @@ class LinkBudget:
         if self.correlated:
             z = self._fields[(cell, los)].value_db(float(xy[0]), float(xy[1]))
         else:
-            z = self._z_shadow[device, cell]
+            z = self.link_draws(device)[1][cell]
         return LinkComponents(d, los, float(pl), sigma * float(z))
 
     def gain_db(self, device: int, cell: int, xy: Optional[np.ndarray]) -> float:

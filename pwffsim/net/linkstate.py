@@ -63,10 +63,12 @@ class SampledPositions:
 
 
 def coherence_times_s(positions: SampledPositions, n_devices: int, carrier_hz: float, default_s: float,
-                      from_speed: bool) -> list[float]:
+                      from_speed: bool) -> Sequence[float]:
     """Each device's fading coherence time (s): from its mean speed and the carrier (Clarke's
     0.423 / f_D, see :func:`~pwffsim.net.channel.coherence_time_s`) when ``from_speed`` and it moves,
-    else ``default_s``."""
+    else ``default_s``.  Static devices (or ``from_speed`` off): one array, no per-device loop."""
+    if not (from_speed and positions.moving):
+        return np.full(n_devices, float(default_s))
     out = []
     for k in range(n_devices):
         v = positions.mean_speed_mps(k) if (from_speed and positions.moving) else 0.0
@@ -86,7 +88,7 @@ class LinkState:
         self.positions = positions
         self.fading_kind = fading
         self.rician_k_db = rician_k_db
-        self.coherence_s = list(coherence_s)
+        self.coherence_s = coherence_s
         self._fading_rng = fading_rng
         self._gain_cache: dict[tuple[int, int, int], float] = {}
         self._fading: dict[tuple[int, int, str], BlockFading] = {}
@@ -107,7 +109,7 @@ class LinkState:
         key = (k, cell, direction)
         f = self._fading.get(key)
         if f is None:
-            f = BlockFading(self.fading_kind, self.coherence_s[k], self._fading_rng(direction, k, cell),
+            f = BlockFading(self.fading_kind, float(self.coherence_s[k]), self._fading_rng(direction, k, cell),
                             self.rician_k_db)
             self._fading[key] = f
         return f

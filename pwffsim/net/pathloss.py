@@ -54,7 +54,13 @@ _MIN_DISTANCE_M = 1.0
 # --------------------------------------------------------------------------------------------------
 # single-slope formulas
 # --------------------------------------------------------------------------------------------------
-def _distance_m(d_m: Any) -> np.ndarray:
+def _distance_m(d_m: Any) -> Any:
+    """``d_m`` clamped to >= 1 m: a Python float for a Python float or int (the per-link fast path, no
+    array checks), else an array."""
+    if type(d_m) is float or type(d_m) is int:
+        if not d_m >= 0:  # negative or NaN
+            nonnegative(d_m, "d_m (distance in metres)")  # raises the usual error
+        return max(float(d_m), _MIN_DISTANCE_M)
     d = nonnegative(d_m, "d_m (distance in metres)")
     return np.maximum(d, _MIN_DISTANCE_M)
 
@@ -66,6 +72,8 @@ def path_loss_macro_db(d_m):
     Yang et al. (IEEE TWC 2021) and Chen et al. (IEEE TWC 2021). ``d_m`` is clamped to >= 1 m.
     """
     d_km = _distance_m(d_m) / 1000.0
+    if type(d_km) is float:  # numpy's log10 all the same: bit-identical to the array path
+        return float(128.1 + 37.6 * np.log10(d_km))
     return scalar_or_array(128.1 + 37.6 * np.log10(d_km))
 
 
@@ -73,6 +81,8 @@ def path_loss_free_space_db(d_m, carrier_hz):
     """Free-space path loss ``20 log10(4 pi d f / c)`` dB (Friis transmission equation, isotropic
     antennas). ``d_m`` is clamped to >= 1 m."""
     d = _distance_m(d_m)
+    if type(d) is float and type(carrier_hz) is float and carrier_hz > 0:
+        return float(20.0 * np.log10(4.0 * math.pi * d * carrier_hz / SPEED_OF_LIGHT_MPS))
     f = positive(carrier_hz, "carrier_hz")
     return scalar_or_array(20.0 * np.log10(4.0 * math.pi * d * f / SPEED_OF_LIGHT_MPS))
 

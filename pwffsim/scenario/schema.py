@@ -207,6 +207,7 @@ class FLConfig(_Section):
     oort_epsilon: float = Field(0.1, ge=0, le=1, description="selection='oort': exploration fraction.")
     availability: Optional[str] = Field(None, description="Availability trace (CSV client,start_s,end_s of online intervals, or FedScale's behaviour layout as .json); offline devices are not selected, and a device going offline mid-round stops (status 'offline'). Relative to the scenario file.")
     aggregation_time_s: float = Field(0.01, ge=0, description="Server time to aggregate the received updates (s).")
+    final_evaluation: Literal["all", "trained", "none"] = Field("all", description="Which clients' final models (global part + own personal part) are evaluated after the last round, one final.csv row each: 'all' devices; 'trained': only those that finished a local update at least once (the summary's final_*_mean are then means over those); 'none': no final.csv rows (the means are null). 'trained' or 'none' keeps a large population's run from evaluating devices it never selected.")
 
     @model_validator(mode="after")
     def _policy_parameters(self) -> "FLConfig":

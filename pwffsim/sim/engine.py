@@ -123,10 +123,13 @@ class Simulation:
         return summary
 
     def _final_evaluation(self) -> None:
-        """Evaluate every client's final model: the global part and its own personal part."""
+        """Evaluate the clients' final models (the global part and each one's own personal part):
+        every client (``fl.final_evaluation = "all"``), those that trained at least once
+        (``"trained"``) or none (``"none"``)."""
         trained = self.recorder.trained_rounds()
-        for dev in self.devices:
-            k = dev.index
+        which = self.sc.fl.final_evaluation
+        clients = range(len(self.devices)) if which == "all" else sorted(trained) if which == "trained" else ()
+        for k in clients:
             state = {**self.state.global_state, **self.state.personal_state.get(k, self.split.initial_personal)}
             w_help = float(self.pref_help[k])
             m = self.learner.evaluate_metrics(state, k, w_help, 1.0 - w_help)
@@ -136,6 +139,6 @@ class Simulation:
         return self.recorder.summary(
             scenario=self.sc.name, seed=self.sc.seed, stopped_reason=self.state.stopped_reason,
             flops_per_update=self.flops, scheme=self.sc.pwff.scheme, payload_bytes=self.state.payload_bytes(),
-            devices_alive=sum(d.alive for d in self.devices),
+            devices_alive=self.world.devices_alive(),
             models={"trained_model": self.sc.model.source,
                     "charged_model": self.sc.model.cost_model or self.sc.model.source})

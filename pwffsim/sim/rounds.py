@@ -31,6 +31,24 @@ class RoundsConfig:
     aggregation_time_s: float
 
 
+class _Both:
+    """The clients in both ``a`` and ``b`` (iterated in ``a``'s order)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def __contains__(self, k) -> bool:
+        return k in self.b and k in self.a
+
+    def __iter__(self):
+        return (k for k in self.a if k in self.b)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class RoundLoop:
     """The skeleton both variants share; :meth:`run` is the server's SimPy process body."""
 
@@ -48,11 +66,21 @@ class RoundLoop:
 
     # ------------------------------------------------------------------ candidates and selection
     def candidates(self, busy: Sequence[int] = ()) -> list[int]:
-        """Devices that can take part now: alive, battery left, in coverage, online, not busy."""
-        now = self.env.now
-        return [d.index for d in self.world.devices if d.index not in busy and d.usable
-                and self.world.available(d.index, now)
-                and (self.availability is None or self.availability.online(d.index, now))]
+        """Devices that can take part now: alive, battery left, in coverage, online, not busy (in
+        increasing order).  Static devices without an availability trace: one array pass (a device not
+        made yet is as at the start), so a large population costs little per round."""
+        from .selection import SortedIds
+
+        world, now = self.world, self.env.now
+        if not world.moving and self.availability is None:
+            mask = world.usable_mask()
+            if len(busy):
+                mask[np.fromiter(busy, dtype=np.int64, count=len(busy))] = False
+            return SortedIds(np.flatnonzero(mask).tolist())
+        busy = set(busy)
+        return SortedIds(k for k in range(len(world.devices)) if k not in busy and world.usable(k)
+                         and world.available(k, now)
+                         and (self.availability is None or self.availability.online(k, now)))
 
     def wait_for_candidates(self, what: str):
         """Wait until some device may come online or into coverage again; False if none ever will
@@ -69,38 +97,45 @@ class RoundLoop:
         (None: no device will, so the run cannot go on)."""
         now = self.env.now
         t_next = math.inf
-        for d in self.world.devices:
-            if not d.usable:
+        for k in range(len(self.world.devices)):
+            if not self.world.usable(k):
                 continue
             if self.availability is not None:
-                t_next = min(t_next, self.availability.next_change_s(d.index, now))
+                t_next = min(t_next, self.availability.next_change_s(k, now))
             if self.world.moving:
-                t_next = min(t_next, self.world.next_position_change_s(d.index, now))
+                t_next = min(t_next, self.world.next_position_change_s(k, now))
         return t_next - now if math.isfinite(t_next) else None
 
     def select(self, r: int, candidates: list[int], n: int) -> list[int]:
         return self.selector.select(self.selection_rng, candidates, n, self.selection_context(r, candidates))
 
     def selection_context(self, r: int, candidates: list[int]):
-        from ..net.channel import fdma_rate_bps
-        from .selection import SelectionContext
+        """What the selector may read, each field computed only for the clients it asks about (the
+        expected uplink rate costs a path-loss evaluation; the uniform selector reads nothing)."""
+        from .selection import LazyMap, SelectionContext, SortedIds
 
-        now, devices = self.env.now, self.world.devices
-        rate = {}
-        for k in candidates:
-            dev = devices[k]
-            band = self.world.cells[dev.cell].uplink
-            b = band.bandwidth_hz / max(1, self.fl.clients_per_round)
-            rate[k] = fdma_rate_bps(b, dev.profile.tx_power_w, self.world.large_scale_gain(k, dev.cell, now),
-                                    band.noise_density_w_per_hz)
+        cands = candidates if isinstance(candidates, SortedIds) else SortedIds(sorted(set(candidates)))
+        world, state, now = self.world, self.state, self.env.now
+        last_loss, last_duration = state.last_loss, state.last_duration_s
         return SelectionContext(
-            round=r, t_s=now, expected_rate_bps=rate,
-            battery_j={k: devices[k].battery.level_j for k in candidates},
-            battery_capacity_j={k: devices[k].battery.capacity_j for k in candidates},
-            num_samples={k: int(self.learner.num_samples(k)) for k in candidates},
-            last_loss={k: self.state.last_loss[k] for k in candidates if k in self.state.last_loss},
-            last_duration_s={k: self.state.last_duration_s[k] for k in candidates if k in self.state.last_duration_s},
+            round=r, t_s=now, expected_rate_bps=LazyMap(cands, lambda k: self.expected_rate_bps(k, now)),
+            battery_j=LazyMap(cands, world.battery_level_j),
+            battery_capacity_j=LazyMap(cands, world.battery_capacity_j),
+            num_samples=LazyMap(cands, lambda k: int(self.learner.num_samples(k))),
+            last_loss=LazyMap(_Both(cands, last_loss), last_loss.__getitem__),
+            last_duration_s=LazyMap(_Both(cands, last_duration), last_duration.__getitem__),
         )
+
+    def expected_rate_bps(self, k: int, now: float) -> float:
+        """Device ``k``'s uplink rate now on an equal FDMA share of its cell's band (large-scale gain,
+        no fading)."""
+        from ..net.channel import fdma_rate_bps
+
+        dev = self.world.devices[k]
+        band = self.world.cells[dev.cell].uplink
+        b = band.bandwidth_hz / max(1, self.fl.clients_per_round)
+        return fdma_rate_bps(b, dev.profile.tx_power_w, self.world.large_scale_gain(k, dev.cell, now),
+                             band.noise_density_w_per_hz)
 
     # ------------------------------------------------------------------ clients
     def start_client(self, r: int, k: int, nbytes: int):

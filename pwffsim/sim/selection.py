@@ -14,15 +14,19 @@ order does not matter: they are sorted first). Nothing here touches a global ran
 """
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 __all__ = [
     "SELECTORS",
     "SelectionContext",
+    "LazyMap",
+    "SortedIds",
     "ClientSelector",
     "UniformSelector",
     "ChannelAwareSelector",
@@ -32,10 +36,51 @@ __all__ = [
 ]
 
 
+class SortedIds(list):
+    """A list of distinct client ids in increasing order (what the round loop's candidates are):
+    selectors skip sorting it, and membership is a binary search."""
+
+    __slots__ = ()
+
+    def __contains__(self, k) -> bool:
+        i = bisect.bisect_left(self, k)
+        return i < len(self) and self[i] == k
+
+
+class LazyMap(Mapping):
+    """A read-only mapping over ``keys`` whose values are computed on first lookup (``value(k)``) and
+    kept: a selection context field nobody reads costs nothing, one that is read gives what an eager
+    dict would.  ``keys`` is any container with ``in`` and iteration (e.g. :class:`SortedIds`)."""
+
+    __slots__ = ("_keys", "_value", "_cache")
+
+    def __init__(self, keys, value: Callable[[int], object]):
+        self._keys, self._value, self._cache = keys, value, {}
+
+    def __getitem__(self, k):
+        try:
+            return self._cache[k]
+        except KeyError:
+            if k not in self._keys:
+                raise
+        v = self._cache[k] = self._value(k)
+        return v
+
+    def __contains__(self, k) -> bool:
+        return k in self._keys
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 @dataclass
 class SelectionContext:
     """What the server knows when it selects clients for a round. Every mapping is keyed by client
-    id and may omit clients (see each selector for how a missing entry is treated)."""
+    id and may omit clients (see each selector for how a missing entry is treated).  The round loop
+    fills it with :class:`LazyMap` views, computed only for the clients a selector asks about."""
 
     round: int = 0
     t_s: float = 0.0
@@ -54,7 +99,7 @@ def _prepare(candidates: Sequence[int], k) -> tuple[list[int], int]:
     """Sorted distinct candidates and the number to pick, ``min(k, len(candidates))``."""
     if isinstance(k, bool) or int(k) != k or k < 0:
         raise ValueError(f"k must be an integer >= 0, got {k!r}")
-    cands = sorted(set(int(c) for c in candidates))
+    cands = candidates if isinstance(candidates, SortedIds) else sorted(set(int(c) for c in candidates))
     return cands, min(int(k), len(cands))
 
 
@@ -113,7 +158,7 @@ class BatteryAwareSelector(ClientSelector):
         self.threshold_fraction = t
 
     def eligible(self, candidates: Sequence[int], ctx: Optional[SelectionContext]) -> list[int]:
-        cands = sorted(set(int(c) for c in candidates))
+        cands, _ = _prepare(candidates, 0)
         if ctx is None:
             return cands
         out = []
@@ -177,7 +222,7 @@ class OortSelector(ClientSelector):
 
     def utilities(self, candidates: Sequence[int], ctx: SelectionContext) -> dict[int, float]:
         """Utility of every explored candidate (those with a ``last_loss``)."""
-        cands = sorted(set(int(c) for c in candidates))
+        cands, _ = _prepare(candidates, 0)
         T = self.preferred_duration(cands, ctx)
         out: dict[int, float] = {}
         for c in cands:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import simpy
@@ -57,9 +57,12 @@ class Cell:
         return self.downlink if direction == "dl" else self.uplink
 
 
-@dataclass
+@dataclass(slots=True)
 class Device:
-    """Plain per-device state (what a checkpoint needs: battery level, alive flag, serving cell)."""
+    """Plain per-device state (what a checkpoint needs: battery level, alive flag, serving cell).
+
+    Made on first use (:class:`DeviceTable`): a device nothing has asked about costs only its entries
+    in the world's arrays (position, profile)."""
 
     index: int
     profile: DeviceProfile
@@ -236,6 +239,40 @@ def first_appearance(positions: SampledPositions, k: int) -> Optional[np.ndarray
     return None
 
 
+class DeviceTable:
+    """``world.devices``: a sequence of :class:`Device` made on first access (``make(k)``), so a run over
+    a large population pays only for the devices it touches.  Iterating makes every device."""
+
+    __slots__ = ("_n", "_make", "_made")
+
+    def __init__(self, n: int, make: Callable[[int], Device]):
+        self._n, self._make, self._made = n, make, {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, k: int) -> Device:
+        dev = self._made.get(k)
+        if dev is None:
+            if isinstance(k, slice) or not -self._n <= k < self._n:
+                raise IndexError(f"device index {k!r} out of range ({self._n} devices)")
+            k = k % self._n
+            dev = self._made.get(k)
+            if dev is None:
+                dev = self._made[k] = self._make(k)
+        return dev
+
+    def __iter__(self) -> Iterator[Device]:
+        return (self[k] for k in range(self._n))
+
+    def made(self):
+        """(index, device) of the devices made so far."""
+        return list(self._made.items())
+
+    def get_made(self, k: int) -> Optional[Device]:
+        return self._made.get(k)
+
+
 class World:
     """Cells, devices and their links, with positions sampled every ``mobility.sample_step_s``."""
 
@@ -249,19 +286,45 @@ class World:
         positions = place_devices(sc, cfgs)
         self.mobility = build_mobility(sc, positions, cfgs)
         self.positions = SampledPositions(positions, self.mobility, sc.mobility.sample_step_s)
-        profiles = build_profiles(sc)
-        prof_idx = _profile_indices(sc, profiles)
+        self._profiles = build_profiles(sc)
+        self._profile_index = _profile_indices(sc, self._profiles)
+        self._static_m = positions
         coherence = coherence_times_s(self.positions, n, cfgs[0].carrier_hz, ch.coherence_time_s,
                                       ch.coherence_from_speed)
         self.links = LinkState(self.link, self.positions, ch.fading, ch.rician_k_db, coherence,
                                lambda d, k, j: stream(sc.seed, _FADING_STREAM[d], k, j))
-        self.devices: list[Device] = []
-        for k in range(n):
-            xy = first_appearance(self.positions, k)
-            prof = profiles[int(prof_idx[k])]
-            self.devices.append(Device(index=k, profile=prof, position_m=(positions[k] if xy is None else xy).copy(),
-                                       cell=int(np.argmax(self.link.rsrp_dbm(k, xy))), battery=Battery(prof.battery_j),
-                                       links=self.links))
+        self.devices = DeviceTable(n, self._make_device)
+
+    def _make_device(self, k: int) -> Device:
+        """Device ``k`` as it is at the start: full battery, associated with the strongest cell where it
+        first appears (its own draws only, so when it is made does not matter)."""
+        xy = first_appearance(self.positions, k)
+        prof = self._profiles[int(self._profile_index[k])]
+        cell = 0 if len(self.cells) == 1 else int(np.argmax(self.link.rsrp_dbm(k, xy)))
+        return Device(index=k, profile=prof, position_m=(self._static_m[k] if xy is None else xy).copy(), cell=cell,
+                      battery=Battery(prof.battery_j), links=self.links)
+
+    def usable_mask(self) -> np.ndarray:
+        """Per device: alive with battery left (a device not made yet is as at the start)."""
+        mask = np.array([p.battery_j > 0.0 for p in self._profiles])[self._profile_index]
+        for k, dev in self.devices.made():
+            mask[k] = dev.usable
+        return mask
+
+    def usable(self, k: int) -> bool:
+        dev = self.devices.get_made(k)
+        return dev.usable if dev is not None else self._profiles[int(self._profile_index[k])].battery_j > 0.0
+
+    def battery_level_j(self, k: int) -> float:
+        dev = self.devices.get_made(k)
+        return dev.battery.level_j if dev is not None else self.battery_capacity_j(k)
+
+    def battery_capacity_j(self, k: int) -> float:
+        return float(self._profiles[int(self._profile_index[k])].battery_j)
+
+    def devices_alive(self) -> int:
+        """Devices not dropped out (a device not made yet is alive)."""
+        return len(self.devices) - sum(not d.alive for _, d in self.devices.made())
 
     # Views the orchestrator and tests use (the network side owns the state).
     @property
