@@ -76,7 +76,7 @@ class RoundLoop:
             mask = world.usable_mask()
             if len(busy):
                 mask[np.fromiter(busy, dtype=np.int64, count=len(busy))] = False
-            return SortedIds(np.flatnonzero(mask).tolist())
+            return SortedIds(np.flatnonzero(mask))
         busy = set(busy)
         return SortedIds(k for k in range(len(world.devices)) if k not in busy and world.usable(k)
                          and world.available(k, now)
@@ -114,7 +114,7 @@ class RoundLoop:
         expected uplink rate costs a path-loss evaluation; the uniform selector reads nothing)."""
         from .selection import LazyMap, SelectionContext, SortedIds
 
-        cands = candidates if isinstance(candidates, SortedIds) else SortedIds(sorted(set(candidates)))
+        cands = candidates if isinstance(candidates, SortedIds) else SortedIds(sorted(set(map(int, candidates))))
         world, state, now = self.world, self.state, self.env.now
         last_loss, last_duration = state.last_loss, state.last_duration_s
         return SelectionContext(

@@ -14,7 +14,6 @@ order does not matter: they are sorted first). Nothing here touches a global ran
 """
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,15 +35,36 @@ __all__ = [
 ]
 
 
-class SortedIds(list):
-    """A list of distinct client ids in increasing order (what the round loop's candidates are):
-    selectors skip sorting it, and membership is a binary search."""
+class SortedIds(Sequence):
+    """Distinct client ids in increasing order, held in one integer array (what the round loop's
+    candidates are): selectors skip sorting them, membership is a binary search, and a large
+    population's candidates are never turned into a Python list unless a selector walks them."""
 
-    __slots__ = ()
+    __slots__ = ("_ids",)
+
+    def __init__(self, ids=()):
+        self._ids = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return SortedIds(self._ids[i])
+        return int(self._ids[i])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids.tolist())
 
     def __contains__(self, k) -> bool:
-        i = bisect.bisect_left(self, k)
-        return i < len(self) and self[i] == k
+        i = int(np.searchsorted(self._ids, k))
+        return i < len(self._ids) and int(self._ids[i]) == k
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"SortedIds({self._ids.tolist()!r})"
 
 
 class LazyMap(Mapping):

@@ -289,6 +289,7 @@ class World:
         self._profiles = build_profiles(sc)
         self._profile_index = _profile_indices(sc, self._profiles)
         self._static_m = positions
+        self._usable0: Optional[np.ndarray] = None  # usable at the start, per device (made on first use)
         coherence = coherence_times_s(self.positions, n, cfgs[0].carrier_hz, ch.coherence_time_s,
                                       ch.coherence_from_speed)
         self.links = LinkState(self.link, self.positions, ch.fading, ch.rician_k_db, coherence,
@@ -306,7 +307,9 @@ class World:
 
     def usable_mask(self) -> np.ndarray:
         """Per device: alive with battery left (a device not made yet is as at the start)."""
-        mask = np.array([p.battery_j > 0.0 for p in self._profiles])[self._profile_index]
+        if self._usable0 is None:
+            self._usable0 = np.array([p.battery_j > 0.0 for p in self._profiles])[self._profile_index]
+        mask = self._usable0.copy()
         for k, dev in self.devices.made():
             mask[k] = dev.usable
         return mask
