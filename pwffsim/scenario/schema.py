@@ -305,6 +305,12 @@ class ExecutionConfig(_Section):
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per trainer (1 keeps results identical across executors).")
 
 
+class LearningConfig(_Section):
+    """Whether the model is trained at all."""
+
+    mode: Literal["train", "none"] = Field("train", description="'train': every local update really trains model.source (peft, torch). 'none': network-only mode for large topology and policy sweeps: nothing is trained and torch is not imported; every update is charged the FLOPs and payload bytes of the charged model (model.cost_model, default the trained model model.source), counted once with torch in a subprocess and cached (PWFFSIM_CACHE_DIR, default ~/.cache/pwffsim); learning metrics are NaN and train_loss is NaN, or 1.0 under fl.selection='oort' (a constant stand-in: Oort's utility becomes the sample count, with its duration penalty). Not with fl.policy='hierarchical'.")
+
+
 class Scenario(_Section):
     """A whole run."""
 
@@ -314,6 +320,7 @@ class Scenario(_Section):
     devices: DevicesConfig = Field(default_factory=DevicesConfig)
     channel: ChannelConfig = Field(default_factory=ChannelConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    learning: LearningConfig = Field(default_factory=LearningConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     fl: FLConfig = Field(default_factory=FLConfig)
     pwff: PWFFConfig = Field(default_factory=PWFFConfig)
@@ -339,6 +346,9 @@ class Scenario(_Section):
             )
         if self.pwff.scheme == "pwff" and self.model.adapter_size == 0:
             raise ValueError("pwff.scheme='pwff' aggregates the adapters, but model.adapter_size is 0 (no adapters)")
+        if self.learning.mode == "none" and self.fl.policy == "hierarchical":
+            raise ValueError("learning.mode='none' does not support fl.policy='hierarchical' (its edge and cloud "
+                             "means need tensors)")
         if self.fl.policy == "hierarchical" and self.topology is None:
             raise ValueError("fl.policy='hierarchical' needs a topology with edge servers (topology = \"...\")")
         if self.fl.clients_per_round > self.devices.count:

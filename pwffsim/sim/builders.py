@@ -14,31 +14,50 @@ from .policies import AggregationPolicy, build_policy as _policy_from_fl
 from .world import STREAM_PREFERENCE, stream, training_seed
 
 
+def learner_spec_kwargs(sc: Scenario) -> dict[str, dict]:
+    """The keyword arguments of the learning side's ModelSpec, DataSpec and TrainSpec for a scenario
+    (``model`` / ``data`` / ``train``), plain and torch-free (network-only mode keys its cache on them)."""
+    m, d, f, pw = sc.model, sc.data, sc.fl, sc.pwff
+    model = dict(source=m.source, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+                 target_modules=tuple(m.target_modules) if m.target_modules else None, seed=sc.seed,
+                 adapter_size=m.adapter_size, gguf_file=m.gguf_file, cost_model=m.cost_model,
+                 update_dtype=m.update_dtype)
+    data = dict(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
+                eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
+                dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed)
+    train = dict(local_steps=f.local_steps, batch_size=f.batch_size, seq_len=f.seq_len,
+                 learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
+                 align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
+                 align_max_new_tokens=pw.align_max_new_tokens, align_learning_rate=pw.align_learning_rate,
+                 metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward,
+                 charge_measurement=f.charge_measurement)
+    return {"model": model, "data": data, "train": train}
+
+
 def learner_specs(sc: Scenario):
     """The learning side's (ModelSpec, DataSpec, TrainSpec) for a scenario."""
     from ..learn.data import DataSpec
     from ..learn.model import ModelSpec
     from ..learn.train import TrainSpec
 
-    m, d, f, pw = sc.model, sc.data, sc.fl, sc.pwff
-    model_spec = ModelSpec(source=m.source, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
-                           target_modules=tuple(m.target_modules) if m.target_modules else None, seed=sc.seed,
-                           adapter_size=m.adapter_size, gguf_file=m.gguf_file, cost_model=m.cost_model,
-                           update_dtype=m.update_dtype)
-    data_spec = DataSpec(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
-                         eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
-                         dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed)
-    train_spec = TrainSpec(local_steps=f.local_steps, batch_size=f.batch_size, seq_len=f.seq_len,
-                           learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
-                           align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
-                           align_max_new_tokens=pw.align_max_new_tokens, align_learning_rate=pw.align_learning_rate,
-                           metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward,
-                           charge_measurement=f.charge_measurement)
-    return model_spec, data_spec, train_spec
+    kw = learner_spec_kwargs(sc)
+    return ModelSpec(**kw["model"]), DataSpec(**kw["data"]), TrainSpec(**kw["train"])
+
+
+def network_only(sc: Scenario) -> bool:
+    """Whether the scenario trains nothing (``learning.mode = "none"``)."""
+    return sc.learning.mode == "none"
 
 
 def build_learner(sc: Scenario):
-    """The real learner (a :class:`~pwffsim.learn.contract.Learner`) for a scenario."""
+    """The learner (a :class:`~pwffsim.learn.contract.Learner`) for a scenario: the real one, or in
+    network-only mode (``learning.mode = "none"``) :class:`~pwffsim.learn.network_only.NetworkOnlyLearner`
+    (no torch in this process; the stand-in loss is 1.0 under Oort selection, else NaN)."""
+    if network_only(sc):
+        from ..learn.network_only import NetworkOnlyLearner, charged_counts
+
+        return NetworkOnlyLearner(charged_counts(learner_spec_kwargs(sc)), sc.data.train_samples_per_client,
+                                  sc.devices.count, stand_in_loss=1.0 if sc.fl.selection == "oort" else float("nan"))
     from ..learn.train import Learner
 
     return Learner(*learner_specs(sc), torch_threads=sc.execution.torch_threads)
@@ -48,7 +67,7 @@ def build_executor(sc: Scenario, learner: Any):
     """Where training runs: in this process (lazily), or a pool of worker processes."""
     from .executor import InProcessExecutor, ProcessPoolExecutor
 
-    if sc.execution.executor == "process":
+    if sc.execution.executor == "process" and not network_only(sc):  # nothing to train: no pool
         return ProcessPoolExecutor(*learner_specs(sc), torch_threads=sc.execution.torch_threads,
                                    workers=sc.execution.workers)
     return InProcessExecutor(learner)
@@ -101,7 +120,7 @@ class TrainJobs:
         self.state, self.split, self.pref_help = state, split, pref_help
 
     def __call__(self, r: int, client: int, glob: dict):
-        from ..learn.train import TrainJob
+        from ..learn.contract import TrainJob
 
         start = {**glob, **self.state.personal_state.get(client, self.split.initial_personal)}
         w_help = float(self.pref_help[client])

@@ -141,4 +141,5 @@ class Simulation:
             flops_per_update=self.flops, scheme=self.sc.pwff.scheme, payload_bytes=self.state.payload_bytes(),
             devices_alive=self.world.devices_alive(),
             models={"trained_model": self.sc.model.source,
-                    "charged_model": self.sc.model.cost_model or self.sc.model.source})
+                    "charged_model": self.sc.model.cost_model or self.sc.model.source,
+                    "learning_mode": self.sc.learning.mode})
