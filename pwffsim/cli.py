@@ -45,12 +45,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
             from .net.mobility import load_trace
 
             load_trace(sc.mobility.trace, sc.mobility.trace_format, sc.mobility.activity)
+        from .scenario import preflight  # what run would reject, and the estimate (torch-free)
+
+        preflight.check(sc, str(args.scenario))
+        est = preflight.estimate(sc)
     except ValueError as err:  # ScenarioError, TopologyError, MobilityError
         return _fail(str(err).splitlines()[0])
+    avail = preflight.available_memory_bytes()
+    if avail is not None and est["bytes"]["total"] > avail:
+        return _fail(f"{args.scenario}: estimated memory {est['bytes']['total'] / 2**20:.0f} MB exceeds the "
+                     f"machine's available {avail / 2**20:.0f} MB ({preflight.estimate_line(est)})")
     if args.resolved:
         print(dump_scenario_toml(sc), end="")
     else:
         print(f"{args.scenario}: ok ({sc.devices.count} devices, {n_cells} cells, {sc.fl.rounds} rounds)")
+        print(preflight.estimate_line(est))
     return 0
 
 
