@@ -1,4 +1,4 @@
-"""SHA-256 of the traces (events, rounds, clients, final, summary) of the default scenario, every example
+"""SHA-256 of the traces (events, rounds, clients, final, links, summary) of the default scenario, every example
 scenario and a short run of every policy and selector (seed 0).
 
 A refactor must not change a single byte of what a run writes.  Record the hashes before it, check
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("events.csv", "rounds.csv", "clients.csv", "final.csv", "summary.json")
+TABLES = ("events.csv", "rounds.csv", "clients.csv", "final.csv", "links.csv", "summary.json")
 
 
 # Beyond the examples: every aggregation policy and selector on a short default run, so the round
