@@ -74,7 +74,7 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("status", pa.string(), "ok (aggregated) | late | dropped | offline"),
     ],
     "links": [
-        ("t_s", pa.float64(), "simulated time the band (re)computed the transfer's rate (s): its start, and every change of membership, fading block, position sample or interference"),
+        ("t_s", pa.float64(), "simulated time the band (re)computed the transfer's rate (s): its start, and every change of membership of its band, of its own fading block or position sample, and of the membership of a band interfering with it"),
         ("round", pa.int64(), "round index of the transfer"),
         ("client", pa.int64(), "device index"),
         ("cell", pa.string(), "serving cell (whose band carries the transfer)"),

@@ -226,3 +226,26 @@ def test_a_transfer_stalled_out_of_coverage_draws_no_power(tmp_path):
     up = _uploads(sim)[0]
     assert up["status"] == "late" and up["t_end_s"] == pytest.approx(8.0, rel=1e-12)
     assert up["energy_j"] == pytest.approx(_w(P_UE_DBM) * (T_JUMP - t_up), rel=1e-9)
+
+
+def test_packet_error_draws_are_keyed_by_the_devices_nth_upload(monkeypatch):
+    """Under FedBuff one device uploads several times between two aggregations (one round index):
+    each upload attempt still draws from its own stream."""
+    from pwffsim.sim.packets import PacketErrors
+
+    keys = []
+    orig = PacketErrors.fails
+
+    def spy(self, device, upload, attempt, mean_inverse_sinr):
+        keys.append((device, upload, attempt))
+        return orig(self, device, upload, attempt, mean_inverse_sinr)
+
+    monkeypatch.setattr(PacketErrors, "fails", spy)
+    sc = _one_device(policy="fedbuff", buffer_size=3, rounds=1)
+    sc.channel.packet_errors = True
+    sim = Simulation(sc, learner=StubLearner(40_000, flops=1e8))
+    sim.run()
+    ups = [e for e in sim.events if e["kind"] == "upload"]
+    assert len(ups) >= 3 and {e["round"] for e in ups} == {0}
+    assert len(keys) == len(ups) and len(set(keys)) == len(keys)
+    assert sorted({u for _, u, _ in keys}) == list(range(len({u for _, u, _ in keys})))

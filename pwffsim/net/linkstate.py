@@ -71,7 +71,7 @@ def coherence_times_s(positions: SampledPositions, n_devices: int, carrier_hz: f
         return np.full(n_devices, float(default_s))
     out = []
     for k in range(n_devices):
-        v = positions.mean_speed_mps(k) if (from_speed and positions.moving) else 0.0
+        v = positions.mean_speed_mps(k)
         out.append(coherence_time_s(v, carrier_hz) if v > 0 else default_s)
     return out
 

@@ -127,7 +127,7 @@ class ChannelConfig(_Section):
     shadowing_correlated: bool = Field(False, description="Spatially correlated shadowing (exponential autocorrelation, 38.901 decorrelation distances; 50 m for the other models) instead of one draw per link.")
     ue_height_m: float = Field(1.5, gt=1, le=22.5, description="Device antenna height (m), for the 38.901 models.")
     coherence_from_speed: bool = Field(True, description="Moving devices: fading block length = 0.423 / f_D with f_D = v f_c / c from the device's mean speed; static devices use coherence_time_s.")
-    interference: bool = Field(False, description="Uplink interference from concurrent uploads in other cells (SINR, full frequency reuse; each interferer's power spread over its FDMA share).")
+    interference: bool = Field(False, description="Uplink interference from concurrent uploads in other cells (SINR, full frequency reuse: a cell's FDMA uploads, on disjoint sub-bands covering its band, add up at another base station to sum p g / B over the whole band).")
     fading: Literal["none", "rayleigh", "rician"] = Field("rayleigh", description="Block fading of the power gain |h|^2 (unit mean).")
     rician_k_db: float = Field(6.0, ge=-30, le=40, description="Rician K-factor (dB), for fading='rician'.")
     coherence_time_s: float = Field(0.05, gt=0, description="Fading block length (s): |h|^2 is constant within a block, i.i.d. across blocks.")

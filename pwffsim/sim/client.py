@@ -50,6 +50,7 @@ class ClientLifecycle:
         self.env, self.world, self.recorder, self.state = env, world, recorder, state
         self.executor, self.job_for, self.flops, self.policy = executor, job_for, flops, policy
         self.packet_errors = packet_errors
+        self.uploads_started: dict[int, int] = {}  # device -> uploads it began (keys packet-error draws)
         self.in_flight: dict[int, tuple[Transfer, str]] = {}
         self.out_of_service_until_s: dict[int, float] = {}  # device -> end of its handover interruption
         self.idle = IdleMeters(env, recorder, self._emptied_while_idle)
@@ -130,15 +131,20 @@ class ClientLifecycle:
         """A download or upload over the serving cell's shared band (it may move cells at a handover).
         An upload lost to a packet error is sent again in full at once, each attempt its own row."""
         attempt = 0
-        status = yield from self._attempt(r, dev, kind, nbytes, out, attempt)
+        # The n-th upload of this device (not the round index: asynchronous policies may have a device
+        # upload twice between two aggregations) keys its packet-error draws.
+        upload_no = self.uploads_started.get(dev.index, 0)
+        if kind == Kind.UPLOAD:
+            self.uploads_started[dev.index] = upload_no + 1
+        status = yield from self._attempt(r, dev, kind, nbytes, out, (upload_no, attempt))
         while status == Status.ERROR:
             if out.stop_cause is not None:  # stopped as the lost attempt ended: no new one
                 return StopCause.status(out.stop_cause)
             attempt += 1
-            status = yield from self._attempt(r, dev, kind, nbytes, out, attempt)
+            status = yield from self._attempt(r, dev, kind, nbytes, out, (upload_no, attempt))
         return status
 
-    def _attempt(self, r: int, dev: Device, kind: str, nbytes: int, out: ClientOutcome, attempt: int):
+    def _attempt(self, r: int, dev: Device, kind: str, nbytes: int, out: ClientOutcome, attempt: tuple[int, int]):
         """One attempt of a transfer.  Requested during a handover interruption, it starts when the
         interruption ends (the event row spans the wait, in which the device is idle)."""
         direction = _DIRECTION[kind]
@@ -160,7 +166,7 @@ class ClientLifecycle:
         out.energy_j += tr.energy_j
         status = tr.status
         if status == Status.OK and kind == Kind.UPLOAD and self.packet_errors is not None \
-                and self.packet_errors.fails(dev.index, r, attempt, tr.mean_inverse_sinr):
+                and self.packet_errors.fails(dev.index, *attempt, tr.mean_inverse_sinr):
             status = Status.ERROR
         self.recorder.event(r, dev, kind, tr.t_start_s, tr.t_end_s, nbytes, tr.mean_rate_bps, tr.energy_j, status)
         return status

@@ -10,8 +10,10 @@ sent again in full at once; there is no limit on attempts but the round's own st
 offline, battery).
 
 Each attempt's uniform draw comes from its own stream ``SeedSequence([seed, STREAM_PACKET_ERRORS,
-device, round, attempt])``: runs are reproducible, and two policies on one seed see the same draw
-for the same device, round and attempt (common random numbers).
+device, upload, attempt])``, ``upload`` counting the device's uploads from 0 (under a synchronous
+policy with the device in every round, its round index): runs are reproducible, two uploads of one
+device between two asynchronous aggregations draw independently, and two policies on one seed see
+the same draw for the same device's n-th upload and attempt (common random numbers).
 """
 from __future__ import annotations
 
@@ -36,10 +38,10 @@ class PacketErrors:
             return 1.0
         return float(packet_error_rate(self.waterfall_m, 1.0 / mean_inverse_sinr))
 
-    def draw(self, device: int, round_index: int, attempt: int) -> float:
+    def draw(self, device: int, upload: int, attempt: int) -> float:
         """The attempt's uniform draw in [0, 1) (its own stream)."""
-        return float(stream(self.seed, STREAM_PACKET_ERRORS, device, round_index, attempt).random())
+        return float(stream(self.seed, STREAM_PACKET_ERRORS, device, upload, attempt).random())
 
-    def fails(self, device: int, round_index: int, attempt: int, mean_inverse_sinr: float) -> bool:
+    def fails(self, device: int, upload: int, attempt: int, mean_inverse_sinr: float) -> bool:
         """Whether the attempt is lost: its draw falls below ``q``."""
-        return self.draw(device, round_index, attempt) < self.error_probability(mean_inverse_sinr)
+        return self.draw(device, upload, attempt) < self.error_probability(mean_inverse_sinr)

@@ -15,6 +15,10 @@ from ..status import Kind, Status
 from .state import ClientOutcome
 
 
+def _db(x: float) -> float:
+    return 10.0 * math.log10(x) if x > 0 else -math.inf
+
+
 class Recorder:
     """``cell_id(dev)`` names a device's serving cell; ``writer`` (None: rows in memory only) writes."""
 
@@ -97,17 +101,19 @@ class Recorder:
                   objective=metric("objective"), w_help=float(w_help), staleness=int(staleness),
                   battery_j=float(battery_j), energy_j=float(out.energy_j), status=out.status)
 
-    def link_row(self, *, t: float, round: int, client: int, cell: str, kind: str, x_m: float, y_m: float,
-                 distance_m: float, los: int, path_loss_db: float, shadowing_db: float, fading_db: float,
-                 bandwidth_hz: float, sharing: int, interference_dbm_hz: float, snr_mean_db: float,
-                 sinr_db: float, rate_bps: float) -> None:
-        """One transfer's link at a rate computation (see :mod:`pwffsim.sim.linktrace`)."""
-        self._row("links", t_s=float(t), round=int(round), client=int(client), cell=cell, kind=kind,
-                  x_m=float(x_m), y_m=float(y_m), distance_m=float(distance_m), los=int(los),
-                  path_loss_db=float(path_loss_db), shadowing_db=float(shadowing_db), fading_db=float(fading_db),
-                  bandwidth_hz=float(bandwidth_hz), sharing=int(sharing),
-                  interference_dbm_hz=float(interference_dbm_hz), snr_mean_db=float(snr_mean_db),
-                  sinr_db=float(sinr_db), rate_bps=float(rate_bps))
+    def link_row(self, t: float, r: int, kind: str, tr: Any, cell: str, sharing: int, xy: Any, parts: Any,
+                 fading: float, snr_mean: float) -> None:
+        """One transfer's link at a rate computation (see :mod:`pwffsim.sim.linktrace`): ``tr`` the
+        transfer (rate, SINR, bandwidth share, interference), ``xy`` its device's sampled position and
+        ``parts`` its link's large-scale parts (both None out of coverage), ``fading`` |h|^2 (linear)."""
+        where = (dict(x_m=math.nan, y_m=math.nan, distance_m=math.nan, los=-1, path_loss_db=math.inf,
+                      shadowing_db=math.nan) if parts is None else
+                 dict(x_m=float(xy[0]), y_m=float(xy[1]), distance_m=float(parts.distance_m), los=int(parts.los),
+                      path_loss_db=float(parts.path_loss_db), shadowing_db=float(parts.shadowing_db)))
+        self._row("links", t_s=float(t), round=int(r), client=int(tr.device), cell=cell, kind=kind, **where,
+                  fading_db=_db(fading), bandwidth_hz=float(tr.bandwidth_hz), sharing=int(sharing),
+                  interference_dbm_hz=_db(tr.interference_psd_w_per_hz * 1e3), snr_mean_db=_db(snr_mean),
+                  sinr_db=_db(tr.sinr), rate_bps=float(tr.rate_bps))
 
     def trained_rounds(self) -> dict[int, int]:
         """client -> rounds in which it finished a local update."""
