@@ -46,6 +46,11 @@ class StubLearner:
                            eval_loss_others=math.nan, reward_help=math.nan, reward_safe=math.nan, objective=math.nan)
 
 
+def event_rows(sim, kind, client=None):
+    """The events rows of ``kind`` (of one client, if given), in the order they were written."""
+    return [e for e in sim.events if e["kind"] == kind and (client is None or e["client"] == client)]
+
+
 @pytest.fixture
 def stub_learner():
     return StubLearner()

@@ -11,7 +11,7 @@ import pytest
 from pwffsim.scenario import scenario_from_dict
 from pwffsim.sim.engine import Simulation
 
-from conftest import StubLearner
+from conftest import StubLearner, event_rows as rows
 
 B_UL, B_DL = 20e6, 10e6
 P_DBM, BS_DBM, N0_DBM_HZ = 23.0, 46.0, -174.0
@@ -53,10 +53,6 @@ def run(sc):
     sim = Simulation(sc, learner=StubLearner(PAYLOAD, FLOPS))
     sim.run()
     return sim
-
-
-def rows(sim, kind, client=None):
-    return [e for e in sim.events if e["kind"] == kind and (client is None or e["client"] == client)]
 
 
 def test_pa_efficiency_and_circuit_power_scale_the_transmit_energy_only():
