@@ -196,7 +196,7 @@ def test_energy_balance_with_idle_power_pa_efficiency_and_circuit_power(policy):
                                               {"battery_j": 300.0, "name": "big", "share": 1, "tx_power_dbm": 10,
                                                "cpu_hz": 1e9, **extra}]},
         "channel": {"fading": "rayleigh", "coherence_time_s": 0.01, "downlink": "multicast",
-                    "link_abstraction": "truncated-shannon", "packet_errors": True},
+                    "link_abstraction": "truncated-shannon", "packet_errors": True, "per_waterfall_db": 10.0},
         "fl": {"rounds": 30 if policy == "fedasync" else 6, "clients_per_round": 6, "policy": policy,
                "deadline_s": 20.0},
         "pwff": {"scheme": "fedavg-all"},
