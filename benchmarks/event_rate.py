@@ -45,11 +45,9 @@ def pwffsim_rate(devices: int, clients: int, rounds: int, cost_model: str, links
 
     sc = load_scenario(None, overrides=[f"devices.count={devices}", f"fl.clients_per_round={clients}",
                                         f"fl.rounds={rounds}", "channel.fading='rayleigh'", "learning.mode='none'",
-                                        f"model.cost_model='{cost_model}'", "fl.final_evaluation='none'"])
+                                        f"model.cost_model='{cost_model}'", "fl.final_evaluation='none'",
+                                        f"trace.links={'true' if links else 'false'}"])
     sim = Simulation(sc)
-    if not links:
-        for cell in sim.cells:
-            cell.uplink.on_rates = cell.downlink.on_rates = None
     steps = 0
     step = sim.env.step
 

@@ -64,3 +64,12 @@ def test_clients_rows_name_the_device_profile():
     names = {p.name for p in sim.sc.devices.profiles}
     assert {c["profile"] for c in sim.clients} <= names
     assert all(c["profile"] == sim.devices[c["client"]].profile.name for c in sim.clients)
+
+
+def test_the_links_table_can_be_turned_off(tmp_path):
+    from pwffsim.cli import main
+
+    assert main(["run", "--out", str(tmp_path), "--no-plot", "--quiet", "--set", "trace.links=false",
+                 "--set", "fl.rounds=1"]) == 0
+    assert (tmp_path / "links.csv").read_text().count("\n") == 1  # the header only
+    assert (tmp_path / "events.csv").read_text().count("\n") > 1

@@ -305,6 +305,12 @@ class ExecutionConfig(_Section):
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per trainer (1 keeps results identical across executors).")
 
 
+class TraceConfig(_Section):
+    """Which optional trace tables a run writes."""
+
+    links: bool = Field(True, description="Write the links table (one row per transfer at every rate computation of its band). Its rows grow with (transfers sharing a band)^2 per round: turn it off for large sweeps (e.g. 100 clients per round).")
+
+
 class LearningConfig(_Section):
     """Whether the model is trained at all."""
 
@@ -328,6 +334,7 @@ class Scenario(_Section):
     mobility: MobilityConfig = Field(default_factory=MobilityConfig)
     handover: HandoverConfig = Field(default_factory=HandoverConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    trace: TraceConfig = Field(default_factory=TraceConfig)
 
     @field_validator("cells")
     @classmethod

@@ -74,7 +74,8 @@ class Simulation:
         self.world.set_downlink(scenario.channel.downlink, self.policy.asynchronous)
         if scenario.channel.interference and len(self.cells) > 1:
             wire_interference(self.world)
-        LinkTrace(self.world, self.recorder).attach()
+        if scenario.trace.links:
+            LinkTrace(self.world, self.recorder).attach()
         # Last, once everything is valid: an invalid run writes nothing.
         self.recorder.writer = TraceWriter(out_dir) if out_dir is not None else None
 
