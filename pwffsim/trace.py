@@ -7,7 +7,8 @@ and types below are the stable schema, documented in the README):
 * ``rounds``  one row per aggregation round
 * ``clients`` one row per selected client per round
 * ``final``   one row per client: its final model (global part + its own personal part) evaluated at
-  the end of the run
+  the end of the run (``fl.final_evaluation`` says which clients)
+* ``links``   one row per transfer at each rate computation of its band (``trace.links``)
 
 CSV rows are appended and flushed at the end of every round, so a run that is killed keeps every
 finished round; the Parquet files are written when the run ends.  Floats are written with ``repr``

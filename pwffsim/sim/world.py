@@ -316,7 +316,7 @@ class World:
 
     def usable(self, k: int) -> bool:
         dev = self.devices.get_made(k)
-        return dev.usable if dev is not None else self._profiles[int(self._profile_index[k])].battery_j > 0.0
+        return dev.usable if dev is not None else self.battery_capacity_j(k) > 0.0  # not made yet: as at the start
 
     def battery_level_j(self, k: int) -> float:
         dev = self.devices.get_made(k)
