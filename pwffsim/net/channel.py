@@ -427,6 +427,20 @@ class BlockFading:
         c, i = divmod(int(k), _BLOCK_CHUNK)
         return float(self._chunk(c)[i])
 
+    def blocks(self, k0: int, count: int) -> np.ndarray:
+        """|h|^2 of blocks ``k0 .. k0 + count - 1`` (a new array; the values :meth:`block_gain` gives)."""
+        if self._static_gain is not None:
+            return np.full(count, self._static_gain)
+        out = np.empty(count)
+        k, filled = int(k0), 0
+        while filled < count:
+            c, i = divmod(k, _BLOCK_CHUNK)
+            part = self._chunk(c)[i:i + count - filled]
+            out[filled:filled + len(part)] = part
+            filled += len(part)
+            k += len(part)
+        return out
+
     def gain(self, t_s: float) -> float:
         """|h|^2 of the block containing ``t_s`` (1.0 for ``"none"``)."""
         return self.block_gain(self.block_index(t_s))

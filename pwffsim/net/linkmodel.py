@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .channel import db_to_linear, shannon_rate_bps, truncated_shannon_rate_bps
 
 
@@ -37,6 +39,15 @@ class LinkAbstraction:
             return shannon_rate_bps(bandwidth_hz, sinr)
         return truncated_shannon_rate_bps(bandwidth_hz, sinr, self.alpha, self.sinr_min_linear,
                                           self.se_max_bps_per_hz)
+
+    def rates_bps(self, bandwidth_hz: float, sinr: np.ndarray) -> np.ndarray:
+        """:meth:`rate_bps` of an array of SINRs on one bandwidth, as one vector operation (the same
+        formulas: ``B log2(1 + SINR)``, truncated as TR 36.942 A.1 says when ``is_truncated``)."""
+        shannon = bandwidth_hz * np.log2(1.0 + sinr)
+        if not self.is_truncated:
+            return shannon
+        capped = np.minimum(self.alpha * shannon, bandwidth_hz * self.se_max_bps_per_hz)
+        return np.where(sinr < self.sinr_min_linear, 0.0, capped)
 
 
 SHANNON = LinkAbstraction()

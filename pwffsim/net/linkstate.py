@@ -121,3 +121,26 @@ class LinkState:
     def next_change_s(self, k: int, cell: int, direction: str, t: float) -> float:
         """The next instant after ``t`` at which this link's gain may change."""
         return min(self.fading(k, cell, direction).next_boundary_s(t), self.positions.next_change_s(k, t))
+
+
+class LinkView:
+    """One direction of one device's link to whatever cell serves it at the time of the query: what a
+    band reads (:class:`~pwffsim.net.transfer.Transfer`'s ``link``).  ``serving_cell()`` names the cell
+    (it changes at a handover)."""
+
+    __slots__ = ("links", "k", "direction", "serving_cell")
+
+    def __init__(self, links: LinkState, k: int, direction: str, serving_cell: Callable[[], int]):
+        self.links, self.k, self.direction, self.serving_cell = links, k, direction, serving_cell
+
+    def large_scale(self, t: float) -> tuple[float, float]:
+        """(large-scale gain at ``t``, the instant it may next change: the next position sample)."""
+        links = self.links
+        return links.large_scale_gain(self.k, self.serving_cell(), t), links.positions.next_change_s(self.k, t)
+
+    def fading(self) -> BlockFading:
+        return self.links.fading(self.k, self.serving_cell(), self.direction)
+
+    def gain(self, t: float) -> float:
+        """The whole gain at ``t`` (what ``LinkState.gain`` says)."""
+        return self.links.gain(self.k, self.serving_cell(), self.direction, t)

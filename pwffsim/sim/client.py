@@ -15,12 +15,14 @@ the rule); an upload lost to a packet error is sent again (:mod:`pwffsim.sim.pac
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional
 
 import simpy
 
 from ..net.channel import db_to_linear
+from ..net.linkstate import LinkView
 from ..net.radio import Transfer
 from ..status import Kind, Status, StopCause
 from .idle import IdleMeter, IdleMeters
@@ -29,6 +31,12 @@ from .state import ClientOutcome, RunState
 from .world import Device, World
 
 _DIRECTION = {Kind.DOWNLOAD: "dl", Kind.UPLOAD: "ul"}
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_factor(noise_figure_db: float) -> float:
+    """``10^(NF/10)``, once per noise figure."""
+    return float(db_to_linear(noise_figure_db))
 _ACTIVE = (Kind.DOWNLOAD, Kind.COMPUTE, Kind.UPLOAD)  # the phases in which a device is not idle
 
 
@@ -180,16 +188,18 @@ class ClientLifecycle:
 
     def _new_transfer(self, dev: Device, direction: str, nbytes: int) -> Transfer:
         """A download is received at the device's noise figure (the uplink band's N0 holds the base
-        station's); an upload draws p / eta + P_c (:attr:`DeviceProfile.tx_drain_power_w`)."""
+        station's); an upload draws p / eta + P_c (:attr:`DeviceProfile.tx_drain_power_w`).  The band
+        reads the link to whichever cell serves the device (it changes at a handover)."""
         prof, noise_factor = dev.profile, 1.0
         if direction == "dl":
-            snr_p, drain_p, gain = self.world.cells[dev.cell].bs_tx_power_w, prof.rx_power_w, dev.dl_gain
-            noise_factor = float(db_to_linear(prof.noise_figure_db))
+            snr_p, drain_p = self.world.cells[dev.cell].bs_tx_power_w, prof.rx_power_w
+            noise_factor = _noise_factor(prof.noise_figure_db)
         else:
-            snr_p, drain_p, gain = prof.tx_power_w, prof.tx_drain_power_w, dev.ul_gain
+            snr_p, drain_p = prof.tx_power_w, prof.tx_drain_power_w
+        view = LinkView(dev.links, dev.index, direction, lambda: dev.cell)
         return Transfer(device=dev.index, bits=8.0 * nbytes, snr_power_w=snr_p, drain_power_w=drain_p,
-                        battery=dev.battery, gain=gain, next_change_s=lambda t: dev.next_change_s(direction, t),
-                        noise_factor=noise_factor)
+                        battery=dev.battery, gain=view.gain, next_change_s=lambda t: dev.next_change_s(direction, t),
+                        noise_factor=noise_factor, link=view)
 
     def _stop_transfer(self, tr: Optional[Transfer], dev: Device, direction: str, nbytes: int, cause: Any,
                        out: ClientOutcome) -> Transfer:

@@ -28,7 +28,8 @@ class LinkTrace:
 
     def on_rates(self, band: SharedBand, t: float) -> None:
         w = self.world
-        for tr in band.active:
+        active = band.active
+        for tr in active:
             r, kind = tr.tag
             dev = w.devices[tr.device]
             direction = "dl" if kind == "download" else "ul"
@@ -38,5 +39,5 @@ class LinkTrace:
             large_scale = w.large_scale_gain(dev.index, dev.cell, t)
             # the power on its share and the receiver's noise density (noise figures, multicast/FDMA downlink)
             snr_mean = tr.power_w * large_scale / (tr.noise_density_w_per_hz * tr.bandwidth_hz)
-            self.recorder.link_row(t, r, kind, tr, w.cells[dev.cell].id, len(band.active), xy, parts, fading,
+            self.recorder.link_row(t, r, kind, tr, w.cells[dev.cell].id, len(active), xy, parts, fading,
                                    snr_mean)
