@@ -219,6 +219,28 @@ def test_block_fading_query_order_independent():
     assert [d.gain(t) for t in times] != ga
 
 
+@pytest.mark.parametrize("kind", ["rayleigh", "rician"])
+def test_block_fading_follows_its_documented_streams(kind):
+    """Block k is entry k mod 4096 of the chunk drawn from default_rng([key, k // 4096]), the key being
+    the link Generator's first 63-bit integer: rebuilt here from that rule alone, whatever the order and
+    the size of the reads (a Rayleigh chunk is drawn in parts as it is read)."""
+    fad = ch.BlockFading(kind, 0.01, np.random.default_rng(7), rician_k_db=6.0)
+    key = int(np.random.default_rng(7).integers(0, 2**63 - 1))
+
+    def expected(k):
+        gen = np.random.default_rng([key, k // 4096])
+        if kind == "rayleigh":
+            return gen.standard_exponential(4096)[k % 4096]
+        z = gen.standard_normal((2, 4096)) * math.sqrt(0.5)
+        los, scatter = math.sqrt(10**0.6 / (10**0.6 + 1)), math.sqrt(1 / (10**0.6 + 1))
+        return ((los + scatter * z[0]) ** 2 + (scatter * z[1]) ** 2)[k % 4096]
+
+    for k in [3, 0, 300, 4095, 4096, 9000, 257, 511, 2000]:
+        assert fad.block_gain(k) == pytest.approx(expected(k), rel=1e-15)
+    window = fad.blocks(4000, 300)  # across a chunk edge
+    assert window == pytest.approx([expected(k) for k in range(4000, 4300)], rel=1e-15)
+
+
 def test_block_fading_constant_within_block_and_boundaries():
     tc = 0.1
     fad = ch.BlockFading("rician", tc, np.random.default_rng(5), rician_k_db=3.0)

@@ -36,6 +36,7 @@ Never imports torch.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Optional
 
@@ -54,6 +55,7 @@ __all__ = ["BAND_MODES", "SharedBand", "Transfer", "_never"]
 _REL_EPS = 1e-12
 BAND_MODES = ("fdma", "broadcast", "multicast", "fdma-split")
 _SHARED_MODES = ("fdma", "fdma-split")
+_ORDER = itertools.count()  # orders membership changes and rate computations (of every band)
 
 
 def _joined(tr: Transfer) -> int:
@@ -91,12 +93,13 @@ class SharedBand:
         self._timer_at, self._timer_id = math.inf, 0  # the pending timer (only the newest one counts)
         self._busy = False                           # in the band's own timer (it arms itself after)
         self._joins = 0                              # transfers that joined so far (their order)
+        self._rated = -1                             # _ORDER stamp of the last rate computation
         # Optional: interference power spectral density at this base station at time t (W/Hz), from
         # other cells' uploads; it is added to the noise density (SINR).  Callers poke() every band
         # whose interference changed.
         self.interference_psd = interference_psd
-        # Optional: called (deferred, at the same simulated time) when transfers join or leave this
-        # band, so that bands this one interferes with can recompute their rates.
+        # Optional: called (deferred, at the same simulated time) with (band, stamp) when transfers
+        # join or leave this band, so that the bands it interferes with can poke(stamp).
         self.on_membership_change: Optional[Callable[["SharedBand"], None]] = None
         # Optional: called with (band, t) each time the band has (re)computed its transfers' rates
         # (each transfer then carries its rate, SINR, bandwidth share and interference): a link trace.
@@ -185,8 +188,11 @@ class SharedBand:
         p = float(self.slots.p[slot])
         return p / self.slots.n if self.mode == "fdma-split" else p
 
-    def poke(self) -> None:
-        """Make the band recompute its rates now (e.g. the interference it sees changed)."""
+    def poke(self, since: Optional[int] = None) -> None:
+        """Make the band recompute its rates now (e.g. the interference it sees changed); with
+        ``since`` (the stamp of that change), not if it already recomputed after the change."""
+        if since is not None and self._rated > since:
+            return
         self._settle()
         self._t_next = self.env.now
         self._arm()
@@ -234,8 +240,8 @@ class SharedBand:
         self._t_next = self.env.now
         self._arm()
         if self.on_membership_change is not None:
-            ev = self.env.timeout(0)
-            ev.callbacks.append(lambda _ev: self.on_membership_change(self))
+            ev, stamp = self.env.timeout(0), next(_ORDER)
+            ev.callbacks.append(lambda _ev: self.on_membership_change(self, stamp))
 
     # ---------------------------------------------------------------- time
     def _settle(self) -> None:
@@ -296,6 +302,7 @@ class SharedBand:
         """Recompute every active rate at now and the time of the band's next change."""
         now, s = self.env.now, self.slots
         self.rate_updates += 1
+        self._rated = next(_ORDER)
         n = s.n
         if not n:
             self._t_end = self._t_fade = self._t_ls = self._t_next = math.inf

@@ -81,10 +81,10 @@ def wire_interference(world: World) -> None:
                 for i, other in enumerate(bands) if i != j)
         band.interference_psd = psd
 
-    def poke_others(changed: SharedBand) -> None:
+    def poke_others(changed: SharedBand, stamp: int) -> None:
         for b in bands:
             if b is not changed:
-                b.poke()
+                b.poke(since=stamp)
 
     for band in bands:
         band.on_membership_change = poke_others
