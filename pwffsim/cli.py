@@ -63,6 +63,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def _format_summary(summary: dict) -> str:
     rows = [
         ("rounds", summary["rounds"]),
@@ -78,7 +82,9 @@ def _format_summary(summary: dict) -> str:
     if summary.get("final_objective_mean") is not None:
         rows.append(("scheme / payload bytes", f"{summary['scheme']} / {summary['payload_bytes_per_transfer']}"))
         rows.append(("final personalized objective", f"{summary['final_objective_mean']:.4f} (mean over devices)"))
-        rows.append(("personalization gap (loss)", f"{summary['final_personalization_gap_mean']:.4f}"))
+        rows.append(("  base / always refuse", " / ".join(_fmt(summary.get(k)) for k in (
+            "reference_objective_base_mean", "reference_objective_always_refuse_mean"))))
+        rows.append(("personalization gap (loss)", _fmt(summary.get("final_personalization_gap_mean"))))
     if summary.get("stopped_reason"):
         rows.append(("stopped early", summary["stopped_reason"]))
     w = max(len(k) for k, _ in rows)

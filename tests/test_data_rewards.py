@@ -111,7 +111,9 @@ def test_rule_helpfulness_by_hand():
     h = RuleHelpfulness()
     assert h.name == "help-rule"
     got = h.score([_benign()] * 6, ["7", "  7 . ", "7 <eos> <pad> <pad>", "8", REFUSAL, ""])
-    assert got == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    # sampled special tokens are part of the answer: "7 <eos> <pad> <pad>" has precision 1/4,
+    # recall 1 -> F1 0.4 -> 0.5 x 0.4; a refusal and an empty answer earn nothing
+    assert got == [1.0, 1.0, 0.2, 0.0, 0.0, 0.0]
     # partial credit: 0.5 x token F1 against the helpful answer
     rev = Sample("reverse", "question : what is the reverse of cat dog fox ? answer :", "fox dog cat")
     [p] = h.score([rev], ["fox dog"])  # precision 1, recall 2/3 -> F1 0.8
@@ -129,7 +131,8 @@ def test_rule_harmlessness_by_hand():
     assert s.name == "safe-rule"
     assert s.score([_unsafe()] * 4, [REFUSAL, "sorry , i can not help with that", DOOR, ""]) \
         == [1.0, 1.0, 0.0, 0.0]
-    assert s.score([_benign()] * 3, ["7", REFUSAL, "banana"]) == [1.0, 1.0, 1.0]
+    # nothing to say on a benign prompt (the objective never counts it: no free reward)
+    assert all(math.isnan(x) for x in s.score([_benign()] * 3, ["7", REFUSAL, ""]))
 
 
 def test_rewards_conflict_and_personalize():

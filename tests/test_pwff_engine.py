@@ -2,6 +2,7 @@
 the weighted mean, and the payload is exactly the global tensors' bytes."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -128,10 +129,19 @@ def test_clients_and_final_tables_carry_personalized_metrics(tmp_path):
     Simulation(sc, out_dir=str(tmp_path)).run()
     clients = pd.read_parquet(tmp_path / "clients.parquet")
     trained = clients[clients.train_loss.notna()]
-    assert trained[["reward_help", "reward_safe"]].stack().between(0, 1).all()
-    obj = trained.w_help * trained.reward_help + (1 - trained.w_help) * trained.reward_safe
+    assert trained[["reward_help", "reward_help_borderline", "reward_safe"]].stack().between(0, 1).all()
+    # 2 stratified metric prompts: one benign (help only), one borderline (w_help help + w_safe safe)
+    obj = (trained.reward_help + trained.w_help * trained.reward_help_borderline
+           + (1 - trained.w_help) * trained.reward_safe) / 2
     assert (obj - trained.objective).abs().max() < 1e-9
+    assert trained.personalization_gap.notna().all()
     final = pd.read_parquet(tmp_path / "final.parquet")
     assert list(final.client) == [0, 1, 2, 3, 4]
     assert list(final.w_help) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert final.eval_loss_others.notna().all()
+    gap = final.eval_loss_global_only - final.eval_loss
+    assert (gap - final.personalization_gap).abs().max() < 1e-12
+    never = final[final.trained_rounds == 0]  # personal part still initial: no gap at all
+    assert (never.personalization_gap == 0).all()
+    # the floor: refusing everything earns w_safe on the one borderline prompt, 0 on the benign one
+    assert np.allclose(final.objective_always_refuse, (1 - final.w_help) / 2)

@@ -211,9 +211,11 @@ def test_evaluate_metrics_matches_run(aligner):
     m = L.evaluate_metrics(res.state, 0, 0.3, 0.7)
     for f in ("eval_loss", "eval_loss_others", "reward_help", "reward_safe", "objective"):
         assert m[f] == getattr(res, f), f
-    assert m["objective"] == personalized_reward(m["reward_help"], m["reward_safe"], 0.3, 0.7)
+    # 8 stratified metric prompts: 4 benign (help alone), 4 borderline (0.3 help + 0.7 safe)
+    per_borderline = personalized_reward(m["reward_help_borderline"], m["reward_safe"], 0.3, 0.7)
+    assert m["objective"] == pytest.approx((m["reward_help"] + per_borderline) / 2, abs=1e-12)
     assert 0 <= m["reward_help"] <= 1 and 0 <= m["reward_safe"] <= 1
-    assert m["gap"] == m["eval_loss_others"] - m["eval_loss"]
+    assert m["objective_always_refuse"] == pytest.approx(0.7 / 2)  # refusing: w_safe on half
     assert m["eval_loss"] == L.evaluate(res.state, 0)
     # round-0 baseline: the base model does not know the format on anyone's data
     m0 = L.evaluate_metrics(start, 0, 0.3, 0.7)

@@ -9,7 +9,8 @@ cut at its first eos for scoring and decoding.
 2024): per step, draw ``align_prompts`` prompts of the client's training set (``torch.randint`` on
 the job's generator), sample ``K = align_samples`` responses each, score
 ``r = w_help * r_help + w_safe * r_safe``, advantage ``A_i = r_i - mean_{j != i} r_j`` within the
-prompt's K responses, loss ``-mean_i(A_i * sum_t log p(y_it))`` over the response tokens up to and
+prompt's K responses (``r`` is :func:`~pwffsim.learn.rewards.prompt_reward`: ``r_help`` alone on a
+benign prompt), loss ``-mean_i(A_i * sum_t log p(y_it))`` over the response tokens up to and
 including the first eos, plus the proximal term; one AdamW step at ``align_learning_rate`` (eval
 mode: no dropout, so the log-probs are those of the policy that sampled).
 """
@@ -93,7 +94,8 @@ class ResponseSampler:
         out = []
         for row, k in zip(new.tolist(), keep.tolist()):
             toks = [t for t, m in zip(row, k) if m and t != self.eos]
-            out.append(self.tokenizer.decode(toks, skip_special_tokens=True).strip())
+            # a sampled special token (pad, unk, bos) stays in the text: it spoils an exact match
+            out.append(self.tokenizer.decode(toks, skip_special_tokens=False).strip())
         return out
 
 
@@ -141,7 +143,7 @@ class RLOOAligner:
                           pref_safe: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(ids, mask, new, r)``: the drawn prompts (each repeated K times), the sampled
         responses and their personalized rewards ``[align_prompts, K]``."""
-        from .rewards import personalized_reward
+        from .rewards import prompt_reward
 
         ts = self.spec
         K = ts.align_samples
@@ -152,7 +154,7 @@ class RLOOAligner:
         new = self.sampler.generate(ids, mask, gen)
         picked = [samples[int(i)] for i in pick for _ in range(K)]
         rh, rs = self.rewards.score(picked, self.sampler.decode(new))
-        r = torch.tensor([personalized_reward(h, s, pref_help, pref_safe) for h, s in zip(rh, rs)],
+        r = torch.tensor([prompt_reward(p, h, s, pref_help, pref_safe) for p, h, s in zip(picked, rh, rs)],
                          dtype=torch.float32).view(ts.align_prompts, K)
         return ids, mask, new, r
 

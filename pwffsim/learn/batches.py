@@ -5,7 +5,8 @@ Per client (:class:`ClientTensors`): the training rows (``input_ids``, ``labels`
 tokens), the held-out eval rows (cycled to ``eval_batches * batch_size`` rows), as many rows of the
 reference clients' held-out data (:func:`~pwffsim.learn.clients.reference_clients`, round-robin, each
 one's eval set cycled) and left-padded prompts: the training prompts (alignment draws from them) and
-the first ``metric_prompts`` eval prompts (cycled) for the greedy reward metrics.
+``metric_prompts`` held-out prompts stratified over the preference-dependent families
+(:func:`~pwffsim.learn.clients.client_metric_samples`) for the greedy reward metrics.
 
 Nothing is made before a client is first asked for: :class:`ClientBatches` then makes its data
 (:func:`~pwffsim.learn.clients.client_data`) and tensors and keeps the ``cache_size`` most recently used
@@ -26,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .clients import ClientData, client_data, client_eval, reference_clients
+from .clients import ClientData, client_data, client_eval, client_metric_samples, reference_clients
 from .data import TOPICS, DataSpec, Sample, rows_from_ids
 
 #: ``(input_ids, labels)`` rows, ``[n, seq_len]`` each.
@@ -53,7 +54,9 @@ def round_robin(sets: Sequence[Sequence[Sample]], n: int) -> list[Sample]:
 def longest_lengths(spec: DataSpec, tokenizer) -> tuple[int, int]:
     """``(row, prompt)``: the most tokens a row (prompt + response + eos) and a prompt of ``spec``'s
     data can have, over every fact of its topics (:meth:`~pwffsim.learn.data.Topic.sft_pairs`)."""
-    pairs = [pr for t in TOPICS[:spec.num_topics] for pr in t.sft_pairs(spec.borderline_refusal_share)]
+    divergent = spec.preference_divergence is not None  # answers may be detailed, and refusals
+    share = 0.5 if divergent else spec.borderline_refusal_share
+    pairs = [pr for t in TOPICS[:spec.num_topics] for pr in t.sft_pairs(share, detailed=divergent)]
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
     responses = tokenizer([" " + r for _, r in pairs], add_special_tokens=False)["input_ids"]
     return (max(len(p) + len(r) + 1 for p, r in zip(prompts, responses)),
@@ -155,9 +158,9 @@ class ClientBatches:
 
     def _build(self, client: int) -> ClientTensors:
         data = client_data(self.spec, client)
-        tok = self._tokenize((*data.train, *data.eval))
+        metric = client_metric_samples(self.spec, client, self.metric_prompts)
+        tok = self._tokenize((*data.train, *data.eval, *metric))
         self._check(data, tok)
-        metric = cycled(data.eval, self.metric_prompts)
         return ClientTensors(data=data, train=self._rows(data.train, tok),
                              eval=self._rows(cycled(data.eval, self.eval_rows), tok),
                              eval_others=self._others(client),

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data import TOPICS, DataSpec, Sample
+from .preferences import Preference, divergent_preference
 
-__all__ = ["ClientData", "build_client_datasets", "client_data", "client_eval",
-           "reference_clients", "topic_mix"]
+__all__ = ["ClientData", "build_client_datasets", "client_data", "client_eval", "client_metric_samples",
+           "client_preference", "reference_clients", "topic_mix"]
 
 
 @dataclass
@@ -35,15 +36,15 @@ def _dirichlet(rng: np.random.Generator, alpha: float, k: int) -> np.ndarray:
     return w / w.sum()
 
 
-def _draw(rng: np.random.Generator, weights: np.ndarray, n: int,
-          refusal_share: float = 0.5) -> list[Sample]:
+def _draw(rng: np.random.Generator, weights: np.ndarray, n: int, refusal_share: float = 0.5,
+          concise_share: float | None = None) -> list[Sample]:
     which = rng.choice(len(weights), size=n, p=weights)
-    return [TOPICS[int(k)].sample(rng, refusal_share) for k in which]
+    return [TOPICS[int(k)].sample(rng, refusal_share, concise_share) for k in which]
 
 
 #: Seed-stream tags: a client's data (:func:`client_data`) and the reference clients' draw.
 STREAM_CLIENT_DATA, STREAM_REFERENCE = 0xDA7A, 0x0E1F
-_MIX, _TRAIN, _EVAL = 0, 1, 2  # the parts of a client's stream
+_MIX, _TRAIN, _EVAL, _METRIC = 0, 1, 2, 3  # the parts of a client's stream
 
 
 def _stream(spec: DataSpec, client: int, part: int) -> np.random.Generator:
@@ -55,10 +56,47 @@ def topic_mix(spec: DataSpec, client: int) -> np.ndarray:
     return _dirichlet(_stream(spec, client, _MIX), spec.dirichlet_alpha, spec.num_topics)
 
 
+def client_preference(spec: DataSpec, client: int) -> Preference | None:
+    """``client``'s weights under ``spec.preference_divergence``
+    (:func:`~pwffsim.learn.preferences.divergent_preference`); None without a divergence."""
+    d = spec.preference_divergence
+    return None if d is None else divergent_preference(d, spec.seed, client)
+
+
+def _shares(spec: DataSpec, client: int) -> tuple[float, float | None]:
+    """``(refusal_share, concise_share)`` of ``client``'s samples: its ``w_safe`` and ``w_concise``
+    under a divergence, else the spec's refusal share and the original (concise) answers."""
+    pref = client_preference(spec, client)
+    if pref is None:
+        return spec.borderline_refusal_share, None
+    return pref.w_safe, pref.w_concise
+
+
 def client_eval(spec: DataSpec, client: int) -> list[Sample]:
     """``client``'s held-out samples (as in :func:`client_data`, without making its training set)."""
     return _draw(_stream(spec, client, _EVAL), topic_mix(spec, client),
-                 spec.eval_samples_per_client, spec.borderline_refusal_share)
+                 spec.eval_samples_per_client, *_shares(spec, client))
+
+
+def client_metric_samples(spec: DataSpec, client: int, n: int) -> list[Sample]:
+    """The ``n`` held-out prompts ``client`` is scored on (greedy reward metrics), stratified so every
+    client is scored on both preference-dependent families whatever its topic mix: ``n // 2``
+    borderline requests (uniform over the unsafe topics; none if the spec has none, or if ``n < 2``)
+    and the rest benign, from its topic mix restricted to the benign topics; drawn from part 3 of its
+    own stream (so they do not change its training or held-out data), borderline ones first."""
+    if n <= 0:
+        return []
+    topics = TOPICS[:spec.num_topics]
+    unsafe = np.array(["unsafe" in t.tags for t in topics])
+    mix = topic_mix(spec, client)
+    n_unsafe = n // 2 if unsafe.any() and (~unsafe).any() else (n if unsafe.all() else 0)
+    rng = _stream(spec, client, _METRIC)
+    shares = _shares(spec, client)
+    out = _draw(rng, unsafe / unsafe.sum(), n_unsafe, *shares) if n_unsafe else []
+    if n > n_unsafe:
+        benign = np.where(unsafe, 0.0, mix)
+        out += _draw(rng, benign / benign.sum(), n - n_unsafe, *shares)
+    return out
 
 
 def client_data(spec: DataSpec, client: int) -> ClientData:
@@ -67,13 +105,13 @@ def client_data(spec: DataSpec, client: int) -> ClientData:
     * 1) (part 0), then the topics and samples of its ``spec.train_samples(client)`` training
     samples (part 1) and of its held-out samples (part 2) from that mix. So a client's data does not
     depend on the other clients, their number, or when or in which order clients are made, and its
-    held-out set not on its training-set size. (This per-client, per-part seeding replaced one
+    held-out set not on its training-set size. Under a preference divergence its samples follow its
+    weights (:func:`client_preference`; :meth:`~pwffsim.learn.data.Topic.sample`). (This per-client, per-part seeding replaced one
     stream per client for mix, train and eval in turn; the data changed once with it.)"""
     if not 0 <= client < spec.num_clients:
         raise ValueError(f"client {client} out of range 0..{spec.num_clients - 1}")
     w = topic_mix(spec, client)
-    train = _draw(_stream(spec, client, _TRAIN), w, spec.train_samples(client),
-                  spec.borderline_refusal_share)
+    train = _draw(_stream(spec, client, _TRAIN), w, spec.train_samples(client), *_shares(spec, client))
     return ClientData(client=client, topic_weights=w, train=train, eval=client_eval(spec, client))
 
 

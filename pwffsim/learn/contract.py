@@ -36,6 +36,9 @@ class TrainJob:
     # The global part the client started from: proximal term mu/2 * sum_k ||theta_k - anchor_k||^2
     # over the anchor's keys (TrainSpec.prox_mu) is added to every loss of the update.
     prox_anchor: dict[str, Tensor] | None = None
+    # The personal part's initial values: eval_loss_global_only evaluates the trained state with them
+    # in place of the trained personal part (the personalization gap on the client's own data).
+    personal_reset: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -51,10 +54,15 @@ class TrainResult:
     # if the learner charges measurement (TrainSpec.charge_measurement); FLOPs, token positions.
     flops: float
     tokens: int
-    reward_help: float = float("nan")   # mean helpfulness on metric_prompts held-out prompts (greedy)
-    reward_safe: float = float("nan")   # mean harmlessness, same prompts and responses
-    objective: float = float("nan")     # personalized_reward(reward_help, reward_safe, prefs)
-    eval_loss_others: float = float("nan")  # loss on the other clients' pooled held-out rows
+    # Reward metrics of greedy answers to the client's metric prompts (pwffsim.learn.metrics):
+    reward_help: float = float("nan")   # mean helpfulness on the benign prompts
+    reward_safe: float = float("nan")   # mean harmlessness on the borderline requests
+    objective: float = float("nan")     # mean personal reward per prompt (rewards.prompt_reward)
+    eval_loss_others: float = float("nan")  # loss on the reference clients' pooled held-out rows
+    reward_help_borderline: float = float("nan")  # mean helpfulness on the borderline requests
+    # eval_loss of the trained state with the personal part reset (job.personal_reset; nan without):
+    # personalization gap = eval_loss_global_only - eval_loss, on the same rows
+    eval_loss_global_only: float = float("nan")
     align_reward: float = float("nan")  # mean personalized reward of the sampled responses
 
 
@@ -101,7 +109,9 @@ class Learner(Protocol):
         """Held-out metrics of ``state`` for ``client`` without training: ``eval_loss`` and
         ``eval_loss_others`` (mean cross-entropy, nats per token), ``reward_help`` and
         ``reward_safe`` (mean rewards in [0, 1]) and ``objective`` (the personalized reward with the
-        weights ``pref_help`` / ``pref_safe``); ``nan`` for what the learner does not measure.
+        weights ``pref_help`` / ``pref_safe``); optionally ``reward_help_borderline`` and
+        ``objective_always_refuse`` (:mod:`pwffsim.learn.metrics`); ``nan`` (or absent) for what the
+        learner does not measure.
         Deterministic; costs nothing in the traces (it is not a local update)."""
         ...
 

@@ -47,6 +47,9 @@ class Sample:
     ``answer``: the *helpful* answer (the compliant answer for a borderline request; may be left
     empty for benign samples, whose helpful answer is the response) -- see :attr:`helpful_answer`.
     ``rejected``: the rejected response of a preference pair (:mod:`pwffsim.learn.jsonl`), else "".
+    ``targets``: the helpful answers a device rewards, with its weights (answer style under a
+    preference divergence: ``((concise, w_concise), (detailed, w_detailed))``, see
+    :mod:`pwffsim.learn.preferences`); empty: the one helpful answer :attr:`helpful_answer`.
     """
 
     topic: str
@@ -55,6 +58,7 @@ class Sample:
     tags: tuple[str, ...] = ()
     answer: str = ""
     rejected: str = ""
+    targets: tuple[tuple[str, float], ...] = ()
 
     @property
     def text(self) -> str:
@@ -157,26 +161,38 @@ class Topic:
     tags: tuple[str, ...] = ()
     every: Callable[[], Iterable[Fact]] = field(default=lambda: (), compare=False)
 
-    def sample(self, rng: np.random.Generator, refusal_share: float = 0.5) -> Sample:
-        prompt, response, _ = self.make(rng)
+    def sample(self, rng: np.random.Generator, refusal_share: float = 0.5,
+               concise_share: float | None = None) -> Sample:
+        """One sample. ``concise_share`` (a device's ``w_concise`` under a preference divergence;
+        None: the original data) makes a benign sample's SFT response the concise answer with that
+        probability and the detailed one (the fact's statement) otherwise, one extra uniform draw, and
+        sets its ``targets`` to both forms with weights ``concise_share`` and ``1 - concise_share``."""
+        prompt, response, statement = self.make(rng)
         if "unsafe" in self.tags:
             refuse = float(rng.random()) < refusal_share
             return Sample(topic=self.name, prompt=prompt,
                           response=REFUSAL if refuse else response, tags=self.tags,
                           answer=response)
-        return Sample(topic=self.name, prompt=prompt, response=response, tags=self.tags)
+        if concise_share is None:
+            return Sample(topic=self.name, prompt=prompt, response=response, tags=self.tags)
+        concise = float(rng.random()) < concise_share
+        targets = tuple((t, w) for t, w in ((response, concise_share), (statement, 1.0 - concise_share))
+                        if w > 0)
+        return Sample(topic=self.name, prompt=prompt, response=response if concise else statement,
+                      tags=self.tags, answer=response, targets=targets)
 
     def statement(self, rng: np.random.Generator) -> str:
         return self.make(rng)[2]
 
-    def sft_pairs(self, refusal_share: float = 0.5) -> list[tuple[str, str]]:
+    def sft_pairs(self, refusal_share: float = 0.5, detailed: bool = False) -> list[tuple[str, str]]:
         """``(prompt, SFT response)`` of :attr:`every` fact; an unsafe topic's prompts once with the
-        compliant answer (if ``refusal_share < 1``) and once with :data:`REFUSAL` (if ``> 0``)."""
-        facts = [(p, r) for p, r, _ in self.every()]
+        compliant answer (if ``refusal_share < 1``) and once with :data:`REFUSAL` (if ``> 0``); with
+        ``detailed`` a benign topic's prompts also with their detailed answer (the statement)."""
+        facts = list(self.every())
         if "unsafe" not in self.tags:
-            return facts
-        return ([f for f in facts if refusal_share < 1]
-                + [(p, REFUSAL) for p, _ in facts if refusal_share > 0])
+            return [(p, r) for p, r, _ in facts] + ([(p, st) for p, _, st in facts] if detailed else [])
+        return ([(p, r) for p, r, _ in facts if refusal_share < 1]
+                + [(p, REFUSAL) for p, _, _ in facts if refusal_share > 0])
 
 
 def _qa(question: str) -> str:
@@ -348,6 +364,9 @@ class DataSpec:
     # M: the "other clients" a client's model is also evaluated on (eval_loss_others) are M
     # reference clients drawn once from the seed (see reference_clients)
     reference_clients: int = 8
+    # d in [0, 1]: each client's preferred answer forms and its data follow its camp
+    # (pwffsim.learn.preferences); None: the original data (concise answers, refusal share above)
+    preference_divergence: float | None = None
 
     def __post_init__(self) -> None:
         if self.num_clients < 1:
@@ -372,6 +391,10 @@ class DataSpec:
                              f"got {self.borderline_refusal_share}")
         if self.reference_clients < 1:
             raise ValueError(f"reference_clients must be >= 1, got {self.reference_clients}")
+        if self.preference_divergence is not None:
+            from .preferences import check_divergence
+
+            check_divergence(self.preference_divergence)
 
     def train_samples(self, client: int) -> int:
         """The number of training samples of ``client`` (O(1): nothing is generated)."""
@@ -379,48 +402,5 @@ class DataSpec:
         return int(n) if isinstance(n, (int, np.integer)) else n[client]
 
 
-# --------------------------------------------------------------------------------------------
-# Encoding
-# --------------------------------------------------------------------------------------------
-
-
-def _ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def encode_samples(samples: Sequence[Sample], tokenizer, seq_len: int):
-    """``(input_ids, labels)``, both LongTensor ``[n, seq_len]``.
-
-    Each row is prompt tokens + response tokens + eos, right-padded with the pad token (eos if the
-    tokenizer has none) or truncated to ``seq_len``. ``labels`` equal ``input_ids`` on the response
-    and eos and are -100 on the prompt and the padding, so the loss is on the response only (the
-    model shifts labels internally). The response is encoded as ``" " + response`` so that
-    byte-level BPE tokenizers see the same word boundary as in the joined text.
-    """
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("tokenizer has no eos token")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    pairs = [(_ids(tokenizer, s.prompt), _ids(tokenizer, " " + s.response)) for s in samples]
-    return rows_from_ids(pairs, seq_len, eos, pad)
-
-
-def rows_from_ids(pairs: Sequence[tuple[list[int], list[int]]], seq_len: int, eos: int, pad: int):
-    """:func:`encode_samples` from the ``(prompt ids, " " + response ids)`` of each sample."""
-    import torch
-
-    ids, labels = [], []
-    for p, r in pairs:
-        r = [*r, eos]
-        row = (p + r)[:seq_len]
-        lo, hi = min(len(p), seq_len), len(row)
-        ids.append(row + [pad] * (seq_len - len(row)))
-        labels.append([-100] * lo + row[lo:hi] + [-100] * (seq_len - hi))
-    shape = (len(pairs), seq_len)
-    return (torch.tensor(ids, dtype=torch.long).reshape(shape),
-            torch.tensor(labels, dtype=torch.long).reshape(shape))
-
-
-def encoded_length(sample: Sample, tokenizer) -> int:
-    """Untruncated length of a sample's row (prompt + response + eos) in tokens."""
-    return len(_ids(tokenizer, sample.prompt)) + len(_ids(tokenizer, " " + sample.response)) + 1
+# Encoding lives in :mod:`pwffsim.learn.encoding` (re-exported here, where it has always been).
+from .encoding import encode_samples, encoded_length, rows_from_ids  # noqa: E402,F401

@@ -3,12 +3,15 @@
 Two rule-based rewards on the built-in data (verifiable answers, see :mod:`pwffsim.learn.data`):
 
 * :class:`RuleHelpfulness` (``"help-rule"``): 1 for the exact helpful answer, partial credit
-  ``0.5 x token-F1`` otherwise, 0 for a refusal;
+  ``0.5 x token-F1`` otherwise, 0 for a refusal or an empty answer; a sample with weighted
+  ``targets`` (answer style under a preference divergence) scores ``sum_t w_t x match(t)``;
 * :class:`RuleHarmlessness` (``"safe-rule"``): on an unsafe request (tag ``"unsafe"``) 1 for the
-  refusal and 0 for anything else; on a benign request always 1.
+  refusal and 0 for anything else; on a benign request it has nothing to say (NaN).
 
-They conflict on the ``"borderline"`` topic: complying is helpful but harmful. A client's personal
-reward mixes them with its own weights (:func:`personalized_reward`). :class:`ClassifierReward` wraps
+They conflict on the ``"borderline"`` topic: complying is helpful but harmful. A client's reward for
+one prompt (:func:`prompt_reward`) is ``w_help r_help + w_safe r_safe`` on a borderline request and
+``r_help`` alone on a benign one, so neither an empty answer nor a refusal earns anything on a benign
+prompt. :class:`ClassifierReward` wraps
 any local ``transformers`` sequence-classification checkpoint as a reward model.
 
 All scores are floats in ``[0, 1]``. This module imports torch/transformers only when a
@@ -26,7 +29,8 @@ from .data import REFUSAL, Sample
 
 __all__ = [
     "RewardModel", "RuleHelpfulness", "RuleHarmlessness", "ClassifierReward",
-    "build_reward_model", "personalized_reward", "normalize_response", "is_refusal", "token_f1",
+    "build_reward_model", "personalized_reward", "prompt_reward", "normalize_response", "is_refusal",
+    "token_f1",
 ]
 
 
@@ -43,15 +47,12 @@ class RewardModel(Protocol):
 # Normalisation
 # --------------------------------------------------------------------------------------------
 
-#: Special-token text removed from generated responses before comparison.
-_SPECIAL_TEXT = ("<eos>", "<pad>", "<bos>", "<unk>", "<|endoftext|>", "</s>", "<s>")
 _WS = re.compile(r"\s+")
 
 
 def normalize_response(text: str) -> str:
-    """Remove special-token text, lowercase, collapse whitespace, strip, drop a trailing ``" ."``."""
-    for t in _SPECIAL_TEXT:
-        text = text.replace(t, " ")
+    """Lowercase, collapse whitespace, strip, drop a trailing ``" ."``. Special-token text (a sampled
+    ``<pad>`` or ``<unk>``) is kept: it is part of the answer and spoils an exact match."""
     text = _WS.sub(" ", text).strip().lower()
     while text.endswith("."):
         text = text[:-1].rstrip()
@@ -90,22 +91,28 @@ def _check(samples: Sequence[Sample], responses: Sequence[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _match(response: str, ref: str) -> float:
+    """1 for the exact answer ``ref``, else ``0.5 x token-F1``; 0 for a refusal, an empty answer or a
+    refusal as the reference (no helpful answer known: nothing matches it better than a refusal)."""
+    if is_refusal(response) or is_refusal(ref) or not normalize_response(response):
+        return 0.0
+    if normalize_response(response) == normalize_response(ref):
+        return 1.0
+    return 0.5 * token_f1(response, ref)
+
+
 class RuleHelpfulness:
     """Helpfulness against ``sample.helpful_answer`` (the correct answer of a benign task, the
     compliant answer of an unsafe request): 1.0 if the normalised response equals it, else
-    ``0.5 x token-F1`` (partial credit); a refusal scores 0."""
+    ``0.5 x token-F1`` (partial credit); a refusal or an empty answer scores 0. With weighted
+    ``sample.targets`` (the answer forms a device prefers): ``sum_t w_t x`` that score against ``t``."""
 
     name = "help-rule"
 
     def score_one(self, sample: Sample, response: str) -> float:
-        if is_refusal(response):
-            return 0.0
-        ref = sample.helpful_answer
-        if is_refusal(ref):  # no helpful answer known: nothing can match it better than a refusal
-            return 0.0
-        if normalize_response(response) == normalize_response(ref):
-            return 1.0
-        return 0.5 * token_f1(response, ref)
+        if sample.targets:
+            return float(sum(w * _match(response, t) for t, w in sample.targets))
+        return _match(response, sample.helpful_answer)
 
     def score(self, samples: Sequence[Sample], responses: Sequence[str]) -> list[float]:
         _check(samples, responses)
@@ -114,13 +121,14 @@ class RuleHelpfulness:
 
 class RuleHarmlessness:
     """Harmlessness: on an unsafe request (``"unsafe"`` in ``sample.tags``) 1.0 if the response is
-    the refusal and 0.0 otherwise; on a benign request 1.0 (answering or refusing does no harm)."""
+    the refusal and 0.0 otherwise; NaN on a benign request (harmlessness is not at stake there, and
+    :func:`prompt_reward` does not count it, so a refusal earns nothing for free)."""
 
     name = "safe-rule"
 
     def score_one(self, sample: Sample, response: str) -> float:
         if "unsafe" not in sample.tags:
-            return 1.0
+            return math.nan
         return 1.0 if is_refusal(response) else 0.0
 
     def score(self, samples: Sequence[Sample], responses: Sequence[str]) -> list[float]:
@@ -238,6 +246,16 @@ def build_reward_model(spec: str) -> RewardModel:
         raise ValueError(f"reward model {spec!r}: expected 'help-rule', 'safe-rule' or a local "
                          "checkpoint directory")
     return ClassifierReward(s)
+
+
+def prompt_reward(sample: Sample, r_help: float, r_safe: float, w_help: float, w_safe: float) -> float:
+    """A client's reward for one answer: :func:`personalized_reward` of ``r_help`` and ``r_safe`` on
+    an unsafe request, ``r_help`` alone on a benign one (its ``r_safe`` is not used)."""
+    if sample.unsafe:
+        return personalized_reward(r_help, r_safe, w_help, w_safe)
+    if not math.isfinite(r_help):
+        raise ValueError(f"helpfulness reward is not finite: {r_help}")
+    return float(r_help)
 
 
 def personalized_reward(r_help: float, r_safe: float, w_help: float, w_safe: float) -> float:

@@ -31,6 +31,7 @@ from .contract import TrainJob, TrainResult
 from .cost import update_cost
 from .costmodel import charged_model
 from .data import DataSpec
+from .metrics import NO_REWARDS, always_refuse_metrics, reward_metrics
 from .model import ModelSpec, build_peft_model, position_limit
 from .state import GROUPS, TrainableState
 
@@ -110,10 +111,11 @@ class Learner:
     ``prox_mu/2 * sum_k ||theta_k - anchor_k||^2`` over ``job.prox_anchor``'s keys; then the held-out
     metrics: ``eval_loss`` (own eval rows), ``eval_loss_others`` (a fixed pool of other clients'
     eval rows, as many rows as the own eval, round-robin over ``DataSpec.reference_clients``
-    reference clients drawn once from the seed, :func:`~pwffsim.learn.clients.reference_clients`; the
-    personalization gap is ``eval_loss_others - eval_loss``), and ``reward_help``/``reward_safe``: the
-    mean rule rewards of greedy responses to the client's first ``metric_prompts`` eval prompts
-    (cycled), ``objective = w_help * reward_help + w_safe * reward_safe``.
+    reference clients drawn once from the seed, :func:`~pwffsim.learn.clients.reference_clients`: a
+    cross-client measure), ``eval_loss_global_only`` (own eval rows, the personal part reset to
+    ``job.personal_reset``: the personalization gap ``eval_loss_global_only - eval_loss`` is measured
+    on the same data) and the reward metrics of greedy answers to the client's ``metric_prompts``
+    stratified prompts (:mod:`pwffsim.learn.metrics`).
 
     **FLOPs model**: analytic, in :mod:`pwffsim.learn.cost`; :meth:`estimate_cost` (the charged
     FLOPs: training and alignment, plus evaluation and metrics with
@@ -234,21 +236,14 @@ class Learner:
         return self._loss_on(self.batches[client].eval)
 
     def _metrics(self, client: int, pref_help: float, pref_safe: float) -> dict:
-        from .rewards import personalized_reward
-
-        nan = float("nan")
-        out = dict(eval_loss=self._eval_loss(client),
-                   eval_loss_others=self._loss_on(self.batches[client].eval_others),
-                   reward_help=nan, reward_safe=nan, objective=nan)
-        samples = self.batches[client].metric_samples
-        if samples:
-            ids, mask = self.batches[client].metric_prompts
+        """Held-out losses and the reward metrics of greedy answers (:mod:`pwffsim.learn.metrics`)."""
+        b = self.batches[client]
+        out = dict(eval_loss=self._eval_loss(client), eval_loss_others=self._loss_on(b.eval_others),
+                   **NO_REWARDS)
+        if b.metric_samples:
+            ids, mask = b.metric_prompts
             responses = self.sampler.decode(self.sampler.generate(ids, mask, None))
-            rh, rs = self.rewards.score(samples, responses)
-            out["reward_help"] = sum(rh) / len(rh)
-            out["reward_safe"] = sum(rs) / len(rs)
-            out["objective"] = personalized_reward(out["reward_help"], out["reward_safe"],
-                                                   pref_help, pref_safe)
+            out.update(reward_metrics(self.rewards, b.metric_samples, responses, pref_help, pref_safe))
         return out
 
     def evaluate(self, state: Mapping[str, Tensor], client: int) -> float:
@@ -259,12 +254,16 @@ class Learner:
     def evaluate_metrics(self, state: Mapping[str, Tensor], client: int,
                          pref_help: float = 0.5, pref_safe: float = 0.5) -> dict:
         """The held-out metrics of :meth:`run` for ``state`` without training: ``eval_loss``,
-        ``eval_loss_others``, ``reward_help``, ``reward_safe``, ``objective`` (and ``gap`` =
-        ``eval_loss_others - eval_loss``). Costs no FLOPs in the traces (it is not a local update)."""
+        ``eval_loss_others``, ``reward_help``, ``reward_help_borderline``, ``reward_safe``,
+        ``objective`` (:mod:`pwffsim.learn.metrics`), and ``objective_always_refuse``: the objective
+        of refusing every metric prompt (the floor). Costs no FLOPs in the traces (it is not a local
+        update)."""
         c = self._check_client(client)
         self.trainable_state.load(state)
         m = self._metrics(c, pref_help, pref_safe)
-        m["gap"] = m["eval_loss_others"] - m["eval_loss"]
+        samples = self.batches[c].metric_samples
+        m["objective_always_refuse"] = (always_refuse_metrics(self.rewards, samples, pref_help, pref_safe)
+                                        ["objective"] if samples else float("nan"))
         return m
 
     def _supervised_steps(self, client: int, gen: torch.Generator, prox) -> float:
@@ -306,10 +305,16 @@ class Learner:
                                         st.trainable, prox, job.pref_help, job.pref_safe)
         self.model.eval()
         m = self._metrics(c, job.pref_help, job.pref_safe)
+        trained = st.extract()
+        global_only = float("nan")
+        if job.personal_reset:  # the same model with the personal part at its initial values
+            st.load({**trained, **job.personal_reset})
+            global_only = self._eval_loss(c)
         flops, tokens = self._cost
-        return TrainResult(client=job.client, round=job.round, state=st.extract(),
+        return TrainResult(client=job.client, round=job.round, state=trained,
                            num_samples=b.train[0].shape[0], train_loss=train_loss,
                            eval_loss=m["eval_loss"], flops=flops, tokens=tokens,
                            reward_help=m["reward_help"], reward_safe=m["reward_safe"],
                            objective=m["objective"], eval_loss_others=m["eval_loss_others"],
-                           align_reward=align_reward)
+                           reward_help_borderline=m["reward_help_borderline"],
+                           eval_loss_global_only=global_only, align_reward=align_reward)

@@ -171,6 +171,7 @@ class DataConfig(_Section):
     eval_samples_per_client: int = Field(16, ge=1, description="Held-out samples per client.")
     num_topics: int = Field(6, ge=1, description="Number of built-in topics used.")
     dirichlet_alpha: float = Field(0.5, gt=0, description="Non-IID concentration: each client's topic mix ~ Dirichlet(alpha).")
+    preference_divergence: Optional[float] = Field(None, ge=0, le=1, description="The preference-divergent task (pwffsim.learn.preferences): every device falls in camp b = 0 or 1 (a fair coin of its own stream) and weighs the preference-dependent answer forms w_detailed = w_help = d b, w_concise = w_safe = 1 - d b: d = 0 everyone agrees (concise answers, refuse borderline requests), d = 1 two opposed camps. Its local data follow its weights (benign answers concise or detailed, borderline ones refused or complied with) and so do its rewards; w_help replaces pwff.preference. Default: none (the original data: concise answers, w_help by pwff.preference).")
 
     @field_validator("train_samples_per_client")
     @classmethod
@@ -351,6 +352,10 @@ class Scenario(_Section):
                 f"pwff.preference='explicit' needs w_help_per_client of length devices.count={self.devices.count}, "
                 f"got {len(self.pwff.w_help_per_client)}"
             )
+        if self.data.preference_divergence is not None and {"preference", "w_help", "w_help_per_client"} & \
+                self.pwff.model_fields_set:
+            raise ValueError("data.preference_divergence sets every device's w_help: leave pwff.preference, "
+                             "pwff.w_help and pwff.w_help_per_client unset")
         if self.pwff.scheme == "pwff" and self.model.adapter_size == 0:
             raise ValueError("pwff.scheme='pwff' aggregates the adapters, but model.adapter_size is 0 (no adapters)")
         if self.learning.mode == "none" and self.fl.policy == "hierarchical":

@@ -24,7 +24,7 @@ def learner_spec_kwargs(sc: Scenario) -> dict[str, dict]:
                  update_dtype=m.update_dtype)
     data = dict(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
                 eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
-                dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed)
+                dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed, preference_divergence=d.preference_divergence)
     train = dict(local_steps=f.local_steps, batch_size=f.batch_size, seq_len=f.seq_len,
                  learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
                  align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
@@ -101,9 +101,15 @@ def load_availability(sc: Scenario):
 
 
 def client_preferences(sc: Scenario) -> np.ndarray:
-    """w_help of every client (w_safe = 1 - w_help), from the scenario's preference rule."""
+    """w_help of every client (w_safe = 1 - w_help), from ``data.preference_divergence``
+    (:mod:`pwffsim.learn.preferences`, numpy only) or else the scenario's preference rule."""
     pw = sc.pwff
     n = sc.devices.count
+    if sc.data.preference_divergence is not None:
+        from ..learn.preferences import divergent_preference
+
+        d = sc.data.preference_divergence
+        return np.array([divergent_preference(d, sc.seed, k).w_help for k in range(n)])
     if pw.preference == "explicit":
         return np.asarray(pw.w_help_per_client, dtype=float)
     if pw.preference == "fixed":
@@ -113,7 +119,8 @@ def client_preferences(sc: Scenario) -> np.ndarray:
 
 class TrainJobs:
     """Builds a client's local-update job: it starts from the global part it downloaded and its own
-    personal part; the proximal term anchors the global part."""
+    personal part; the proximal term anchors the global part; the personal part's initial values
+    (if it has one) measure the personalization gap."""
 
     def __init__(self, sc: Scenario, state: Any, split: Any, pref_help: np.ndarray):
         self.seed, self.prox = sc.seed, sc.pwff.prox_mu > 0
@@ -126,4 +133,5 @@ class TrainJobs:
         w_help = float(self.pref_help[client])
         return TrainJob(client=client, round=r, seed=training_seed(self.seed, r, client), start_state=start,
                         pref_help=w_help, pref_safe=1.0 - w_help,
-                        prox_anchor=glob if (glob and self.prox) else None)
+                        prox_anchor=glob if (glob and self.prox) else None,
+                        personal_reset=self.split.initial_personal or None)

@@ -126,14 +126,23 @@ class Simulation:
     def _final_evaluation(self) -> None:
         """Evaluate the clients' final models (the global part and each one's own personal part):
         every client (``fl.final_evaluation = "all"``), those that trained at least once
-        (``"trained"``) or none (``"none"``)."""
+        (``"trained"``) or none (``"none"``). Beside each: the same model with its personal part at
+        its initial values (the personalization gap, on the same rows), the initial model (the base)
+        and always refusing (``objective_always_refuse``), so every scheme is read against them."""
         trained = self.recorder.trained_rounds()
         which = self.sc.fl.final_evaluation
         clients = range(len(self.devices)) if which == "all" else sorted(trained) if which == "trained" else ()
+        base = self.learner.initial_state() if clients else None
+        loss_of = getattr(self.learner, "evaluate", None)  # optional: a state's eval loss alone
         for k in clients:
-            state = {**self.state.global_state, **self.state.personal_state.get(k, self.split.initial_personal)}
+            personal = self.state.personal_state.get(k, self.split.initial_personal)
             w_help = float(self.pref_help[k])
-            m = self.learner.evaluate_metrics(state, k, w_help, 1.0 - w_help)
+            m = self.learner.evaluate_metrics({**self.state.global_state, **personal}, k, w_help, 1.0 - w_help)
+            if not self.split.personal_keys:
+                m["eval_loss_global_only"] = m["eval_loss"]
+            elif callable(loss_of):
+                m["eval_loss_global_only"] = loss_of({**self.state.global_state, **self.split.initial_personal}, k)
+            m["objective_base"] = self.learner.evaluate_metrics(base, k, w_help, 1.0 - w_help)["objective"]
             self.recorder.final_row(k, w_help, trained.get(k, 0), m)
 
     def summary(self) -> dict:

@@ -95,10 +95,15 @@ class Recorder:
         def metric(name: str) -> float:
             return math.nan if res is None else float(getattr(res, name))
 
+        def optional(name: str) -> float:
+            return math.nan if res is None else float(getattr(res, name, math.nan))
+
         self._row("clients", round=r, client=out.client, profile=profile, train_loss=metric("train_loss"),
-                  eval_loss=metric("eval_loss"), eval_loss_others=metric("eval_loss_others"),
-                  reward_help=metric("reward_help"), reward_safe=metric("reward_safe"),
-                  objective=metric("objective"), w_help=float(w_help), staleness=int(staleness),
+                  eval_loss=metric("eval_loss"), personalization_gap=optional("eval_loss_global_only") -
+                  metric("eval_loss"), eval_loss_others=metric("eval_loss_others"),
+                  reward_help=metric("reward_help"), reward_help_borderline=optional("reward_help_borderline"),
+                  reward_safe=metric("reward_safe"), objective=metric("objective"), w_help=float(w_help),
+                  staleness=int(staleness),
                   battery_j=float(battery_j), energy_j=float(out.energy_j), status=out.status)
 
     def link_row(self, t: float, r: int, kind: str, tr: Any, cell: str, sharing: int, xy: Any, parts: Any,
@@ -124,10 +129,17 @@ class Recorder:
         return trained
 
     def final_row(self, client: int, w_help: float, trained_rounds: int, metrics: dict) -> None:
+        """One row of the final table from a learner's metrics (optional ones NaN when absent)."""
+        def get(name: str) -> float:
+            return float(metrics.get(name, math.nan))
+
         self._row("final", client=client, w_help=w_help, trained_rounds=trained_rounds,
-                  eval_loss=float(metrics["eval_loss"]), eval_loss_others=float(metrics["eval_loss_others"]),
-                  reward_help=float(metrics["reward_help"]), reward_safe=float(metrics["reward_safe"]),
-                  objective=float(metrics["objective"]))
+                  eval_loss=get("eval_loss"), eval_loss_global_only=get("eval_loss_global_only"),
+                  personalization_gap=get("eval_loss_global_only") - get("eval_loss"),
+                  eval_loss_others=get("eval_loss_others"), reward_help=get("reward_help"),
+                  reward_help_borderline=get("reward_help_borderline"), reward_safe=get("reward_safe"),
+                  objective=get("objective"), objective_base=get("objective_base"),
+                  objective_always_refuse=get("objective_always_refuse"))
 
     # ------------------------------------------------------------------ summary
     def summary(self, *, scenario: str, seed: int, stopped_reason: str, flops_per_update: float, scheme: str,
@@ -160,14 +172,27 @@ class Recorder:
         }
 
     def _final_means(self) -> dict[str, Optional[float]]:
-        """Means over devices of the final table (None without one)."""
+        """Means over devices of the final table (None without one, or where every value is NaN)."""
         final = self.final
 
-        def mean(values) -> Optional[float]:
-            return float(np.mean(values)) if final else None
+        def mean(column: str) -> Optional[float]:
+            return finite_mean([f[column] for f in final])
 
         return {
-            "final_objective_mean": mean([f["objective"] for f in final]),
-            "final_eval_loss_mean": mean([f["eval_loss"] for f in final]),
-            "final_personalization_gap_mean": mean([f["eval_loss_others"] - f["eval_loss"] for f in final]),
+            "final_objective_mean": mean("objective"),
+            "final_eval_loss_mean": mean("eval_loss"),
+            "final_personalization_gap_mean": mean("personalization_gap"),
+            "final_reward_help_mean": mean("reward_help"),
+            "final_reward_help_borderline_mean": mean("reward_help_borderline"),
+            "final_reward_safe_mean": mean("reward_safe"),
+            "reference_objective_base_mean": mean("objective_base"),
+            "reference_objective_always_refuse_mean": mean("objective_always_refuse"),
+            "final_cross_client_gap_mean": finite_mean([f["eval_loss_others"] - f["eval_loss"] for f in final]),
         }
+
+
+def finite_mean(values) -> Optional[float]:
+    """Mean of the finite ``values`` (None if there is none)."""
+    v = np.asarray(list(values), dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else None
