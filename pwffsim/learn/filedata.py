@@ -41,7 +41,7 @@ import numpy as np
 
 from .clients import ClientData
 from .data import DataSpec, Sample
-from .filerows import FIELD_NAMES, ClientId, FileRows, client_sort_key, field_map, read_rows
+from .filerows import ClientId, FileRows, client_sort_key, field_map, read_rows
 
 __all__ = ["JsonlDataSpec", "FileIndex", "SPLITS", "file_index", "jsonl_client_data", "jsonl_client_eval",
            "make_data_spec"]
