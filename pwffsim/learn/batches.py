@@ -16,10 +16,13 @@ clients are first used nor on the cache; a client never used costs nothing.
 
 Prompts are left-padded to one fixed length ``prompt_len``, the longest prompt the data spec can
 produce (over every fact of its topics, :meth:`~pwffsim.learn.data.Topic.sft_pairs`, not only the
-data made so far), so every generation has the same shape and cost whatever the population.
+data made so far; for data from a file, :class:`~pwffsim.learn.filedata.JsonlDataSpec`, over every row
+of the file), so every generation has the same shape and cost whatever the population. A file's rows
+longer than ``seq_len`` are truncated (a warning counts them and the file's out-of-vocabulary tokens).
 """
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
@@ -27,8 +30,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .clients import ClientData, client_data, client_eval, client_metric_samples, reference_clients
+from .clients import ClientData, client_metric_samples, reference_clients
 from .data import TOPICS, DataSpec, Sample, rows_from_ids
+from .filedata import is_file_data, source_client_data, source_client_eval, token_report
 
 #: ``(input_ids, labels)`` rows, ``[n, seq_len]`` each.
 Rows = tuple[Tensor, Tensor]
@@ -90,7 +94,14 @@ class ClientBatches:
 
     def __init__(self, spec: DataSpec, tokenizer, seq_len: int, eval_rows: int,
                  metric_prompts: int, cache_size: int = CACHED_CLIENTS):
-        longest, self.prompt_len = longest_lengths(spec, tokenizer)
+        self.token_report = None  # data from a file: its TokenReport (out-of-vocabulary, truncated rows)
+        if is_file_data(spec):
+            self.token_report = report = token_report(spec, tokenizer, seq_len)
+            longest, self.prompt_len = min(report.longest_row, seq_len), report.longest_prompt
+            if (msg := report.warning(spec, seq_len)) is not None:
+                warnings.warn(msg, stacklevel=2)
+        else:
+            longest, self.prompt_len = longest_lengths(spec, tokenizer)
         if longest > seq_len:
             raise ValueError(f"seq_len {seq_len} is too short: the longest sample needs "
                              f"{longest} tokens (prompt + response + eos)")
@@ -143,22 +154,25 @@ class ClientBatches:
     def _others(self, client: int) -> Rows | None:
         refs = tuple(reference_clients(self.spec, client))
         if refs not in self._pools:
-            pool = round_robin([client_eval(self.spec, r) for r in refs], self.eval_rows)
+            pool = round_robin([source_client_eval(self.spec, r) for r in refs], self.eval_rows)
             self._pools[refs] = self._rows(pool, self._tokenize(pool)) if pool else None
         return self._pools[refs]
 
     def _check(self, data: ClientData, tok: dict[str, list[int]]) -> None:
         """The spec-wide bounds hold for this client's samples (they do unless a tokenizer's count for
         a word depends on its neighbours, see :class:`~pwffsim.learn.data.Topic`)."""
+        limit = None if self.token_report is not None else self.seq_len  # a file's rows are truncated
         for s in (*data.train, *data.eval):
             p, r = tok[s.prompt], tok[" " + s.response]
-            if len(p) + len(r) + 1 > self.seq_len or len(p) > self.prompt_len:
+            if (limit is not None and len(p) + len(r) + 1 > limit) or len(p) > self.prompt_len:
                 raise ValueError(f"client {data.client}'s sample {s.prompt!r} is longer than the "
                                  f"bounds (seq_len {self.seq_len}, prompt_len {self.prompt_len})")
 
     def _build(self, client: int) -> ClientTensors:
-        data = client_data(self.spec, client)
-        metric = client_metric_samples(self.spec, client, self.metric_prompts)
+        data = source_client_data(self.spec, client)
+        # a file's rows have no preference families: its first held-out prompts, cycled
+        metric = (cycled(data.eval, self.metric_prompts) if is_file_data(self.spec)
+                  else client_metric_samples(self.spec, client, self.metric_prompts))
         tok = self._tokenize((*data.train, *data.eval, *metric))
         self._check(data, tok)
         return ClientTensors(data=data, train=self._rows(data.train, tok),

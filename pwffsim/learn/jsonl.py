@@ -12,6 +12,9 @@ Optional keys on every shape: ``"topic"`` (str, default ``"default"``), ``"tags"
 e.g. ``["unsafe"]``) and ``"answer"`` (str: the helpful answer if it is not the response).
 
 A malformed file raises ``ValueError("<path>:<line>: <what was expected>")``.
+
+A scenario selects file data with ``data.source = "jsonl"``: that reads rows through an explicit field
+mapping (:mod:`pwffsim.learn.filerows`) and splits them per client lazily (:mod:`pwffsim.learn.filedata`).
 """
 from __future__ import annotations
 

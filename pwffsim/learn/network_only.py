@@ -76,6 +76,7 @@ def count_key(specs: Mapping[str, Mapping[str, Any]]) -> str:
     """The cache key of the counts of ``specs`` (``model``/``data``/``train`` spec keyword dicts):
     what the count depends on, not the seed, the data's sizes or the number of clients beyond 2."""
     from .costconfig import cost_model_path, is_shipped
+    from .filedata import spec_files
 
     model = {k: v for k, v in specs["model"].items() if k != "seed"}
     data = {k: v for k, v in specs["data"].items()
@@ -84,14 +85,15 @@ def count_key(specs: Mapping[str, Mapping[str, Any]]) -> str:
     what = {"version": CACHE_VERSION, "model": model, "data": data, "train": dict(specs["train"]),
             "several_clients": int(specs["data"]["num_clients"]) > 1,
             "cost_model_file": _file_digest(str(cost_model_path(cm))) if cm else None,
-            "source_files": None if is_shipped(str(model.get("source"))) else _file_digest(model.get("source"))}
+            "source_files": None if is_shipped(str(model.get("source"))) else _file_digest(model.get("source")),
+            **({"data_files": [_file_digest(p) for p in spec_files(specs["data"])]} if spec_files(specs["data"]) else {})}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def count_in_process(specs: Mapping[str, Mapping[str, Any]]) -> dict:
     """The counts with torch, in this process: the real learner's own (built for at most two
     clients: the counts do not depend on more)."""
-    from .data import DataSpec
+    from .filedata import make_data_spec
     from .model import ModelSpec
     from .train import Learner, TrainSpec
 
@@ -102,7 +104,9 @@ def count_in_process(specs: Mapping[str, Mapping[str, Any]]) -> dict:
     n = d["train_samples_per_client"]
     d["train_samples_per_client"] = int(n if isinstance(n, int) else min(n))
     d["num_clients"] = min(int(d["num_clients"]), 2)
-    learner = Learner(ModelSpec(**m), DataSpec(**d), TrainSpec(**specs["train"]), torch_threads=1)
+    if d.get("split") == "by-field":  # the counts need only the file's prompt length, any two clients
+        d["split"] = "iid"
+    learner = Learner(ModelSpec(**m), make_data_spec(**d), TrainSpec(**specs["train"]), torch_threads=1)
     flops, tokens = learner.estimate_cost()
     ch = learner.charged
     return {"name": ch.name, "flops": float(flops), "tokens": int(tokens), "group_params": dict(ch.group_params),

@@ -122,8 +122,12 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
         sc.mobility.activity = str((base / sc.mobility.activity).resolve())
     if sc.fl.availability is not None:
         sc.fl.availability = str((base / sc.fl.availability).resolve())
+    for attr in ("train_path", "eval_path"):
+        if getattr(sc.data, attr) is not None:
+            setattr(sc.data, attr, str((base / Path(getattr(sc.data, attr)).expanduser()).resolve()))
     for name, p in (("topology", sc.topology), ("mobility.trace", sc.mobility.trace),
-                    ("mobility.activity", sc.mobility.activity), ("fl.availability", sc.fl.availability)):
+                    ("mobility.activity", sc.mobility.activity), ("fl.availability", sc.fl.availability),
+                    ("data.train_path", sc.data.train_path), ("data.eval_path", sc.data.eval_path)):
         if p is not None and not Path(p).is_file():
             raise ScenarioError(f"{source}: field '{name}': an existing file; given {p!r}")
     if sc.topology is not None:

@@ -11,7 +11,10 @@ Checks (each a one-line :class:`ScenarioError` naming the file, the field and wh
 * ``fl.seq_len``: within the model's positions (``n_positions`` / ``max_position_embeddings``) and
   long enough for the longest sample (counted with the checkpoint's ``tokenizer.json`` through the
   ``tokenizers`` library, torch-free); prompt + ``pwff.align_max_new_tokens`` within the positions;
-* ``model.cost_model``: its config.json is read and checked when the scenario is loaded.
+* ``model.cost_model``: its config.json is read and checked when the scenario is loaded;
+* ``data.train_path`` / ``data.eval_path`` (``data.source = "jsonl"``): every row parses with the
+  field mapping and the split is possible (:func:`~pwffsim.learn.filedata.file_index`, torch-free); its
+  rows are truncated to ``fl.seq_len`` (no seq_len bound), the longest prompt sets the generation length.
 
 Estimate (:func:`estimate`): bytes of per-device network state (:data:`NETWORK_BYTES_PER_DEVICE`, a
 budget), per-trained-client learner state (personal parameters in fp32 and the client's token
@@ -115,7 +118,14 @@ def longest_sample(sc: Scenario) -> tuple[int, int] | None:
 
     share = DataSpec(num_clients=1).borderline_refusal_share
     tok = Tokenizer.from_file(str(tok_file))
-    pairs = [pr for t in TOPICS[:sc.data.num_topics] for pr in t.sft_pairs(share)]
+    if sc.data.source == "jsonl":
+        from ..learn.filedata import file_index, make_data_spec
+        from ..sim.builders import learner_spec_kwargs
+
+        samples = file_index(make_data_spec(**learner_spec_kwargs(sc)["data"])).all_samples()
+        pairs = [(s.prompt, s.response) for s in samples]
+    else:
+        pairs = [pr for t in TOPICS[:sc.data.num_topics] for pr in t.sft_pairs(share)]
     lens = [(len(tok.encode(p, add_special_tokens=False).ids),
              len(tok.encode(" " + r, add_special_tokens=False).ids)) for p, r in pairs]
     return max(p + r + 1 for p, r in lens), max(p for p, _ in lens)
@@ -131,7 +141,7 @@ def check_model(sc: Scenario, source: str) -> None:
     if longest is None:
         return
     row, prompt = longest
-    if row > S:
+    if row > S and sc.data.source != "jsonl":  # a file's long rows are truncated
         raise _err(source, "fl.seq_len", f"at least {row} tokens (the longest sample: prompt + response + eos); "
                                          f"given {S}")
     need_gen = sc.pwff.metric_prompts > 0 or sc.pwff.align_steps > 0
@@ -141,10 +151,25 @@ def check_model(sc: Scenario, source: str) -> None:
                                                          f"new tokens within {n_pos} positions); given {T}")
 
 
+def check_data(sc: Scenario, source: str) -> None:
+    """``data.source = "jsonl"``: the file(s) index with the field mapping and the split."""
+    if sc.data.source != "jsonl":
+        return
+    from ..learn.filedata import file_index, make_data_spec
+    from ..sim.builders import learner_spec_kwargs
+
+    try:
+        file_index(make_data_spec(**learner_spec_kwargs(sc)["data"]))
+    except ValueError as e:
+        raise _err(source, "data.train_path" if sc.data.eval_path is None or sc.data.eval_path not in str(e)
+                   else "data.eval_path", str(e).splitlines()[0]) from None
+
+
 def check(sc: Scenario, source: str) -> None:
     """Every check above, in order; the first failure raises."""
     check_availability(sc, source)
     check_trace(sc, source)
+    check_data(sc, source)
     check_model(sc, source)
 
 

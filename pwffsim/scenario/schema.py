@@ -163,14 +163,32 @@ class ModelConfig(_Section):
     update_dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Number format of a transferred update: payload bytes = global parameters x 4 (fp32) or 2 (bf16, fp16).")
 
 
-class DataConfig(_Section):
-    """Per-client data from the built-in generator."""
+class DataFieldsConfig(_Section):
+    """The JSON key of each sample field in a data file (data.source = 'jsonl')."""
 
-    generator: Literal["builtin"] = Field("builtin", description="Data source: the built-in verifiable instruction generator.")
+    prompt: str = Field("prompt", min_length=1, description="JSON key of the prompt (a string, required).")
+    response: str = Field("response", min_length=1, description="JSON key of the SFT response (a string, required; e.g. 'output' for Alpaca, 'chosen' for preference pairs).")
+    answer: str = Field("answer", min_length=1, description="JSON key of the helpful answer when it is not the response (a string, optional).")
+    rejected: str = Field("rejected", min_length=1, description="JSON key of a preference pair's rejected response (a string, optional).")
+    topic: str = Field("topic", min_length=1, description="JSON key of the row's label, the categories of data.split = 'dirichlet' (a string, optional: default 'default').")
+    tags: str = Field("tags", min_length=1, description="JSON key of the row's tags, e.g. ['unsafe'] for a request whose harmless answer is the refusal (a string or a list of strings, optional).")
+    client: str = Field("client", min_length=1, description="JSON key of the row's client id for data.split = 'by-field' (a string or an integer; required there).")
+
+
+class DataConfig(_Section):
+    """Per-client data: the built-in generator, or rows of JSON Lines files."""
+
+    source: Literal["builtin", "jsonl"] = Field("builtin", description="Data source: 'builtin' (the verifiable instruction generator, data.generator) or 'jsonl' (rows of data.train_path, data.eval_path; fields mapped by data.fields; split among devices by data.split). Every row's prompt, response and answer should use the tokenizer's vocabulary: the run warns with the count of out-of-vocabulary tokens (the shipped model's tokenizer reads an unknown word as <unk>).")
+    generator: Literal["builtin"] = Field("builtin", description="The built-in generator (data.source = 'builtin'): the verifiable instruction generator.")
+    train_path: Optional[str] = Field(None, description="JSON Lines file of training rows (one JSON object per line) for data.source = 'jsonl'; relative to the scenario file.")
+    eval_path: Optional[str] = Field(None, description="JSON Lines file of held-out rows (same fields) for data.source = 'jsonl'; relative to the scenario file. Default: hold out data.eval_share of the training rows.")
+    eval_share: float = Field(0.2, gt=0, lt=1, description="Share of the training rows held out when there is no data.eval_path (fraction): split 'by-field', round(share x n) of each client's n rows (at least 1, at most n - 1, chosen from the client's own seed stream); 'dirichlet' and 'iid', round(share x m) of each topic's m rows (at most m - 1), the same held-out pool for every client.")
+    fields: DataFieldsConfig = Field(default_factory=DataFieldsConfig)
+    split: Literal["by-field", "dirichlet", "iid"] = Field("dirichlet", description="How data.source = 'jsonl' rows are split among devices: 'by-field' (device c gets the rows of the c-th distinct client id in sorted order, integers then strings; more devices than ids is an error, fewer leave the last ids' rows unused; its training-set size and FedAvg weight are its row count less the held-out ones; train_samples_per_client and eval_samples_per_client do not apply), 'dirichlet' (each device's mix over the topic labels ~ Dirichlet(data.dirichlet_alpha); it draws train_samples_per_client and eval_samples_per_client rows from the labels' pools, without replacement unless a pool is smaller, from its own seed stream) or 'iid' (drawn uniformly from all rows).")
     train_samples_per_client: int | list[int] = Field(64, description="Training samples per client (also its FedAvg aggregation weight): one count for every client, or a list of devices.count counts, one per client in device order (clients of different sizes), each >= 1.")
     eval_samples_per_client: int = Field(16, ge=1, description="Held-out samples per client.")
     num_topics: int = Field(6, ge=1, description="Number of built-in topics used.")
-    dirichlet_alpha: float = Field(0.5, gt=0, description="Non-IID concentration: each client's topic mix ~ Dirichlet(alpha).")
+    dirichlet_alpha: float = Field(0.5, gt=0, description="Non-IID concentration: each client's topic mix ~ Dirichlet(alpha) (built-in topics, or data.split = 'dirichlet' over a file's topic labels).")
     preference_divergence: Optional[float] = Field(None, ge=0, le=1, description="The preference-divergent task (pwffsim.learn.preferences): every device falls in camp b = 0 or 1 (a fair coin of its own stream) and weighs the preference-dependent answer forms w_detailed = w_help = d b, w_concise = w_safe = 1 - d b: d = 0 everyone agrees (concise answers, refuse borderline requests), d = 1 two opposed camps. Its local data follow its weights (benign answers concise or detailed, borderline ones refused or complied with) and so do its rewards; w_help replaces pwff.preference. Default: none (the original data: concise answers, w_help by pwff.preference).")
 
     @field_validator("train_samples_per_client")
@@ -180,6 +198,16 @@ class DataConfig(_Section):
         if not counts or min(counts) < 1:
             raise ValueError(f"every training sample count must be >= 1, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _file_source(self) -> "DataConfig":
+        if self.source == "jsonl" and not self.train_path:
+            raise ValueError("source='jsonl' needs train_path (a JSON Lines file)")
+        if self.source != "jsonl" and (self.train_path or self.eval_path):
+            raise ValueError("train_path and eval_path are read only with source='jsonl'")
+        if self.source == "jsonl" and self.preference_divergence is not None:
+            raise ValueError("preference_divergence shapes the built-in data: not with source='jsonl'")
+        return self
 
 
 class FLConfig(_Section):

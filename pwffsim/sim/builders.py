@@ -25,6 +25,10 @@ def learner_spec_kwargs(sc: Scenario) -> dict[str, dict]:
     data = dict(num_clients=sc.devices.count, train_samples_per_client=d.train_samples_per_client,
                 eval_samples_per_client=d.eval_samples_per_client, num_topics=d.num_topics,
                 dirichlet_alpha=d.dirichlet_alpha, seed=sc.seed, preference_divergence=d.preference_divergence)
+    if d.source == "jsonl":  # the file's spec (pwffsim.learn.filedata.JsonlDataSpec); no built-in topics
+        del data["num_topics"], data["preference_divergence"]
+        data.update(source="jsonl", train_path=d.train_path, eval_path=d.eval_path, eval_share=d.eval_share,
+                    fields=d.fields.model_dump(), split=d.split)
     train = dict(local_steps=f.local_steps, batch_size=f.batch_size, seq_len=f.seq_len,
                  learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
                  align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
@@ -36,12 +40,24 @@ def learner_spec_kwargs(sc: Scenario) -> dict[str, dict]:
 
 def learner_specs(sc: Scenario):
     """The learning side's (ModelSpec, DataSpec, TrainSpec) for a scenario."""
-    from ..learn.data import DataSpec
+    from ..learn.filedata import make_data_spec
     from ..learn.model import ModelSpec
     from ..learn.train import TrainSpec
 
     kw = learner_spec_kwargs(sc)
-    return ModelSpec(**kw["model"]), DataSpec(**kw["data"]), TrainSpec(**kw["train"])
+    return ModelSpec(**kw["model"]), make_data_spec(**kw["data"]), TrainSpec(**kw["train"])
+
+
+def train_sample_counts(sc: Scenario) -> int | list[int]:
+    """Every client's training-set size as the learner counts it (torch-free): ``data.train_samples_per_client``,
+    or with ``data.split = "by-field"`` each device's rows of the file less its held-out ones (the file is
+    indexed, :func:`~pwffsim.learn.filedata.file_index`)."""
+    if sc.data.source == "jsonl" and sc.data.split == "by-field":
+        from ..learn.filedata import make_data_spec
+
+        spec = make_data_spec(**learner_spec_kwargs(sc)["data"])
+        return [spec.train_samples(c) for c in range(sc.devices.count)]
+    return sc.data.train_samples_per_client
 
 
 def network_only(sc: Scenario) -> bool:
@@ -56,7 +72,7 @@ def build_learner(sc: Scenario):
     if network_only(sc):
         from ..learn.network_only import NetworkOnlyLearner, charged_counts
 
-        return NetworkOnlyLearner(charged_counts(learner_spec_kwargs(sc)), sc.data.train_samples_per_client,
+        return NetworkOnlyLearner(charged_counts(learner_spec_kwargs(sc)), train_sample_counts(sc),
                                   sc.devices.count, stand_in_loss=1.0 if sc.fl.selection == "oort" else float("nan"))
     from ..learn.train import Learner
 
