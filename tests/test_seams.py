@@ -44,3 +44,15 @@ def test_readme_reference_is_in_sync_with_the_schema():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert scenario_reference_markdown() in readme, "README reference is stale: paste `python -m pwffsim.docs`"
     assert schema_markdown() in readme
+
+
+def test_readme_model_figures_come_from_the_code():
+    """The README's size of the shipped base model and its tokenizer are the code's own counts."""
+    from pathlib import Path
+
+    from pwffsim.learn.model import ModelSpec, load_base
+
+    model, tok = load_base(ModelSpec())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    total = f"{sum(p.numel() for p in model.parameters()):,}".replace(",", " ")
+    assert f"({total} parameters, a word-level tokenizer of\n  {len(tok)} tokens" in readme
