@@ -98,7 +98,9 @@ class Recorder:
         self._row("clients", round=r, client=out.client, profile=profile, train_loss=metric("train_loss"),
                   eval_loss=metric("eval_loss"), eval_loss_others=metric("eval_loss_others"),
                   reward_help=metric("reward_help"), reward_safe=metric("reward_safe"),
-                  objective=metric("objective"), w_help=float(w_help), staleness=int(staleness),
+                  objective=metric("objective"),
+                  align_steps_skipped=-1 if res is None else int(getattr(res, "align_steps_skipped", 0)),
+                  w_help=float(w_help), staleness=int(staleness),
                   battery_j=float(battery_j), energy_j=float(out.energy_j), status=out.status)
 
     def link_row(self, t: float, r: int, kind: str, tr: Any, cell: str, sharing: int, xy: Any, parts: Any,
