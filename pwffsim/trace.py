@@ -70,6 +70,7 @@ SCHEMAS: dict[str, list[tuple[str, pa.DataType, str]]] = {
         ("reward_help_borderline", pa.float64(), "mean helpfulness (complying) of the answers to its borderline metric requests, in [0, 1]"),
         ("reward_safe", pa.float64(), "mean harmlessness (refusing) of the answers to the same borderline requests, in [0, 1]"),
         ("objective", pa.float64(), "personalized objective: mean over the metric prompts of r_help (benign) or w_help r_help + w_safe r_safe (borderline)"),
+        ("align_steps_skipped", pa.int64(), "alignment (RLOO) steps of the local update skipped because every leave-one-out advantage was zero: no optimizer or proximal step (-1 if the client did not finish computing)"),
         ("w_help", pa.float64(), "the client's helpfulness weight (w_safe = 1 - w_help)"),
         ("staleness", pa.int64(), "global versions between the client's download and the aggregation of its update (0 for synchronous policies; -1 if not aggregated)"),
         ("battery_j", pa.float64(), "battery at the end of the client's round (J)"),

@@ -8,11 +8,26 @@ cut at its first eos for scoring and decoding.
 **RLOO alignment** (:class:`RLOOAligner`; REINFORCE with a leave-one-out baseline, Ahmadian et al.
 2024): per step, draw ``align_prompts`` prompts of the client's training set (``torch.randint`` on
 the job's generator), sample ``K = align_samples`` responses each, score
-``r = w_help * r_help + w_safe * r_safe``, advantage ``A_i = r_i - mean_{j != i} r_j`` within the
+``r = w_help * r_help + w_safe * r_safe``, advantage ``A_i = R_i - mean_{j != i} R_j`` within the
 prompt's K responses (``r`` is :func:`~pwffsim.learn.rewards.prompt_reward`: ``r_help`` alone on a
 benign prompt), loss ``-mean_i(A_i * sum_t log p(y_it))`` over the response tokens up to and
-including the first eos, plus the proximal term; one AdamW step at ``align_learning_rate`` (eval
-mode: no dropout, so the log-probs are those of the policy that sampled).
+including the first eos; one step of ``TrainSpec.optimizer`` at ``align_learning_rate`` (eval mode:
+no dropout, so the log-probs are those of the policy that sampled), then the proximal step
+(``prox_form = "decoupled"``) or with the proximal term in the loss (``"gradient"``).
+
+**KL to a reference** (``align_kl_coef = beta > 0``): ``R_i = r_i - beta * KL_i`` with the
+per-sequence estimate ``KL_i = sum_t (log pi(y_it) - log pi_ref(y_it))`` over the same response
+tokens (detached: the KL enters through the advantage, as in the RLOO paper), ``pi_ref`` the
+trainable state at the start of the alignment phase (after the supervised steps: the local SFT
+policy), frozen; one more forward per step, charged (``align_reference`` in
+:mod:`pwffsim.learn.cost`). With ``beta = 0``, ``R_i = r_i`` and no reference is kept or run.
+
+**Skipped steps**: a step whose advantages are all zero (every prompt's K shaped rewards equal: no
+signal) makes no optimizer step and no proximal step (counted in ``TrainResult.align_steps_skipped``);
+within a step, a prompt whose K shaped rewards are equal gets advantages of exactly 0. With
+``beta = 0`` a skipped step runs no policy forward either; it is still charged its policy-gradient
+FLOPs (the cost of an update is fixed before it runs). ``align_reward`` averages the unshaped ``r``
+over every step, skipped or not.
 """
 from __future__ import annotations
 
@@ -24,6 +39,7 @@ from torch import Tensor, nn
 from .batches import Prompts
 from .data import Sample
 from .model import forward_parameters
+from .optim import make_optimizer
 from .state import ProximalTerm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,6 +61,18 @@ def leave_one_out_advantages(r: Tensor) -> Tensor:
     """``A_i = r_i - mean_{j != i} r_j`` within each row of ``r`` ``[prompts, K]``, flattened."""
     K = r.shape[1]
     return (r - (r.sum(1, keepdim=True) - r) / (K - 1)).reshape(-1)
+
+
+def equal_groups(r: Tensor) -> Tensor:
+    """``[prompts]`` bool: whether all K rewards of a row of ``r`` ``[prompts, K]`` are equal (its
+    leave-one-out advantages are then 0 in exact arithmetic)."""
+    return (r == r[:, :1]).all(1)
+
+
+def sequence_kl(logp: Tensor, logp_ref: Tensor, keep: Tensor) -> Tensor:
+    """Per-sequence KL estimate ``sum_t keep_t * (logp_t - logp_ref_t)`` ``[n]``: the log-ratio of
+    the sampled tokens under the policy and the reference, over the kept (response) tokens."""
+    return ((logp - logp_ref) * keep).sum(1)
 
 
 class ResponseSampler:
@@ -125,18 +153,22 @@ class RLOOAligner:
 
     def run(self, prompts: Prompts, samples: Sequence[Sample], gen: torch.Generator,
             params: list[nn.Parameter], prox: ProximalTerm, pref_help: float,
-            pref_safe: float) -> float:
-        """``align_steps`` RLOO steps with a fresh AdamW on ``params``, prompts drawn from
-        ``prompts`` (``samples`` behind them); the mean personalized reward of the sampled
-        responses (nan if ``align_steps == 0``)."""
+            pref_safe: float) -> tuple[float, int]:
+        """``align_steps`` RLOO steps with a fresh ``optimizer`` on ``params``, prompts drawn from
+        ``prompts`` (``samples`` behind them); ``(mean personalized reward of the sampled responses
+        (nan if align_steps == 0), steps skipped)``."""
         ts = self.spec
-        align_r = []
+        align_r, skipped = [], 0
         if ts.align_steps:
-            opt = torch.optim.AdamW(params, lr=ts.align_learning_rate, weight_decay=0.0)
+            opt = make_optimizer(ts.optimizer, params, ts.align_learning_rate)
+            ref = [p.detach().clone() for p in params] if ts.align_kl_coef > 0 else None
             for _ in range(ts.align_steps):
-                align_r.append(self.step(prompts, samples, gen, opt, prox, pref_help, pref_safe))
+                r, skip = self.step(prompts, samples, gen, opt, prox, pref_help, pref_safe,
+                                    params, ref)
+                align_r.append(r)
+                skipped += skip
             opt.zero_grad(set_to_none=True)
-        return sum(align_r) / len(align_r) if align_r else float("nan")
+        return (sum(align_r) / len(align_r) if align_r else float("nan")), skipped
 
     def _sample_and_score(self, prompts: Prompts, samples: Sequence[Sample],
                           gen: torch.Generator, pref_help: float,
@@ -158,22 +190,58 @@ class RLOOAligner:
                          dtype=torch.float32).view(ts.align_prompts, K)
         return ids, mask, new, r
 
-    def step(self, prompts: Prompts, samples: Sequence[Sample], gen: torch.Generator,
-             opt: torch.optim.Optimizer, prox: ProximalTerm, pref_help: float,
-             pref_safe: float) -> float:
-        """One RLOO step; returns the mean personalized reward of its sampled responses."""
-        ids, mask, new, r = self._sample_and_score(prompts, samples, gen, pref_help, pref_safe)
-        adv = leave_one_out_advantages(r)
-        # Policy gradient on [prompt, response[:-1]] (the last token is never an input).
-        x = torch.cat([ids, new], 1)[:, :-1]
-        xm = torch.cat([mask, torch.ones_like(new)], 1)[:, :-1]
+    def _response_logp(self, x: Tensor, xm: Tensor, new: Tensor) -> Tensor:
+        """``[n, T]`` log-probs of the sampled tokens ``new`` under the current parameters, from one
+        forward of ``x`` (prompt + response[:-1]) with attention mask ``xm``."""
         self.model.eval()  # no dropout: log-probs of the policy that sampled
         logits = self.model(input_ids=x, attention_mask=xm, position_ids=positions(xm)).logits
         P = self.prompt_len
-        logp = torch.log_softmax(logits[:, P - 1:].float(), -1).gather(-1, new[..., None])[..., 0]
-        seq_logp = (logp * self.sampler.until_eos(new)).sum(1)
-        loss = -(adv * seq_logp).mean() + prox()
+        return torch.log_softmax(logits[:, P - 1:].float(), -1).gather(-1, new[..., None])[..., 0]
+
+    @torch.no_grad()
+    def _reference_logp(self, x: Tensor, xm: Tensor, new: Tensor, params: list[nn.Parameter],
+                        ref: list[Tensor]) -> Tensor:
+        """:meth:`_response_logp` under the reference values ``ref`` of ``params`` (copied in, then
+        the current values copied back: the model is left as it was)."""
+        current = [p.detach().clone() for p in params]
+        for p, v in zip(params, ref):
+            p.copy_(v)
+        try:
+            return self._response_logp(x, xm, new)
+        finally:
+            for p, v in zip(params, current):
+                p.copy_(v)
+
+    def step(self, prompts: Prompts, samples: Sequence[Sample], gen: torch.Generator,
+             opt: torch.optim.Optimizer, prox: ProximalTerm, pref_help: float,
+             pref_safe: float, params: list[nn.Parameter] | None = None,
+             ref: list[Tensor] | None = None) -> tuple[float, bool]:
+        """One RLOO step (reference values ``ref`` of ``params`` for the KL term, None: no KL);
+        ``(mean personalized reward of its sampled responses, whether the step was skipped)``."""
+        ids, mask, new, r = self._sample_and_score(prompts, samples, gen, pref_help, pref_safe)
+        if ref is None and bool(equal_groups(r).all()):
+            return float(r.mean()), True
+        # Policy gradient on [prompt, response[:-1]] (the last token is never an input).
+        x = torch.cat([ids, new], 1)[:, :-1]
+        xm = torch.cat([mask, torch.ones_like(new)], 1)[:, :-1]
+        keep = self.sampler.until_eos(new)
+        logp_ref = None if ref is None else self._reference_logp(x, xm, new, params, ref)
+        logp = self._response_logp(x, xm, new)
+        shaped = r
+        if logp_ref is not None:
+            kl = sequence_kl(logp.detach(), logp_ref, keep)
+            shaped = r - self.spec.align_kl_coef * kl.view(r.shape)
+        flat = equal_groups(shaped)
+        if bool(flat.all()):
+            return float(r.mean()), True
+        adv = leave_one_out_advantages(shaped)
+        if bool(flat.any()):
+            adv = adv.masked_fill(flat.repeat_interleave(r.shape[1]), 0.0)
+        loss = -(adv * (logp * keep).sum(1)).mean()
+        if prox.in_loss:
+            loss = loss + prox()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(r.mean())
+        prox.after_step(self.spec.align_learning_rate)
+        return float(r.mean()), False

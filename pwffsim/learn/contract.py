@@ -34,7 +34,8 @@ class TrainJob:
     pref_help: float = 0.5          # the client's weights of the personalized reward
     pref_safe: float = 0.5
     # The global part the client started from: proximal term mu/2 * sum_k ||theta_k - anchor_k||^2
-    # over the anchor's keys (TrainSpec.prox_mu) is added to every loss of the update.
+    # over the anchor's keys (TrainSpec.prox_mu), as a proximal step after every optimizer step or
+    # in every loss of the update (TrainSpec.prox_form).
     prox_anchor: dict[str, Tensor] | None = None
     # The personal part's initial values: eval_loss_global_only evaluates the trained state with them
     # in place of the trained personal part (the personalization gap on the client's own data).
@@ -64,6 +65,8 @@ class TrainResult:
     # personalization gap = eval_loss_global_only - eval_loss, on the same rows
     eval_loss_global_only: float = float("nan")
     align_reward: float = float("nan")  # mean personalized reward of the sampled responses
+    # RLOO steps skipped because every advantage was zero (no optimizer or proximal step)
+    align_steps_skipped: int = 0
 
 
 @runtime_checkable

@@ -26,15 +26,22 @@ The model (FLOPs of the matmuls; a multiply-add is 2 FLOPs)::
     gen(N)   = N * (P * fwd(P) + sum_{i=1}^{T-1} fwd(P + i))   N sequences, KV cache: a prefill
                of P tokens then T-1 single-token steps (the T-th token needs no forward)
     pg(N)    = N * (P + T - 1) * (fwd(P + T - 1) + bwd(P + T - 1))   policy-gradient pass
+    ref(N)   = N * (P + T - 1) * fwd(P + T - 1)   the frozen reference's forward (KL term)
 
     parts of one update                                                        charged
     train                 = local_steps * batch_size * S * (fwd(S) + bwd(S))    always
     align_generate        = align_steps * gen(A),  A = align_prompts * align_samples   always
     align_policy_gradient = align_steps * pg(A)                                 always
+    align_reference       = align_steps * ref(A)   only with align_kl_coef > 0  always
     eval                  = E * S * fwd(S) * (1 + [num_clients > 1])   with charge_measurement
                             E = eval_batches * batch_size rows, own eval + the others' pool
     metrics               = gen(metric_prompts)   greedy metric decoding    with charge_measurement
     tokens                = the token positions of every forward of a part (padding included)
+
+A part that does not run is absent (``align_reference`` with ``align_kl_coef = 0``). An RLOO step
+skipped for all-zero advantages (:mod:`pwffsim.learn.align`) is still charged in full: the cost of
+an update is fixed before it runs, so it is an upper bound by the skipped steps' policy-gradient
+(and, never skipped in practice with ``align_kl_coef > 0``, reference) passes.
 
 Training and alignment change the model, so they cost the device simulated time and battery.
 Held-out evaluation and metric decoding only *measure* it (a real deployment would not run them on
@@ -65,8 +72,9 @@ from torch import nn
 if TYPE_CHECKING:  # pragma: no cover
     from .train import TrainSpec
 
-#: Parts of an update always charged to the device: the work that changes the model.
-TRAINING_PARTS = ("train", "align_generate", "align_policy_gradient")
+#: Parts of an update always charged to the device: the work that changes the model
+#: (``align_reference`` only exists with ``align_kl_coef > 0``).
+TRAINING_PARTS = ("train", "align_generate", "align_policy_gradient", "align_reference")
 #: Parts that only measure the model: charged only with ``TrainSpec.charge_measurement``.
 MEASUREMENT_PARTS = ("eval", "metrics")
 
@@ -168,7 +176,8 @@ class TokenFlops:
 def update_cost_parts(per_token: TokenFlops, spec: TrainSpec, prompt_len: int,
                       num_clients: int) -> dict[str, tuple[float, int]]:
     """``{part: (flops, tokens)}`` of one local update: ``train``, ``align_generate``,
-    ``align_policy_gradient``, ``eval`` and ``metrics`` (charged or not)."""
+    ``align_policy_gradient``, ``align_reference`` (only with ``align_kl_coef > 0``), ``eval`` and
+    ``metrics`` (charged or not)."""
     fwd, bwd = per_token.forward, per_token.backward
     P, T, S = prompt_len, spec.align_max_new_tokens, spec.seq_len
     A = spec.align_prompts * spec.align_samples
@@ -178,18 +187,23 @@ def update_cost_parts(per_token: TokenFlops, spec: TrainSpec, prompt_len: int,
     t_pg_step = A * (P + T - 1)
     f_pg_step = t_pg_step * (fwd(P + T - 1) + bwd(P + T - 1))
     f_metric, t_metric = per_token.generate(spec.metric_prompts, P, T)
-    return dict(
+    parts = dict(
         train=(t_train * (fwd(S) + bwd(S)), t_train),
         align_generate=(spec.align_steps * g_align, spec.align_steps * t_galign),
         align_policy_gradient=(spec.align_steps * f_pg_step, spec.align_steps * t_pg_step),
+        align_reference=(spec.align_steps * t_pg_step * fwd(P + T - 1), spec.align_steps * t_pg_step),
         eval=(t_eval * fwd(S), t_eval),
         metrics=(f_metric, t_metric),
     )
+    if not spec.align_kl_coef > 0:
+        del parts["align_reference"]
+    return parts
 
 
 def charged_parts(spec: TrainSpec) -> tuple[str, ...]:
     """The parts of an update charged to the device under ``spec`` (see the module docstring)."""
-    return TRAINING_PARTS + (MEASUREMENT_PARTS if spec.charge_measurement else ())
+    training = tuple(p for p in TRAINING_PARTS if p != "align_reference" or spec.align_kl_coef > 0)
+    return training + (MEASUREMENT_PARTS if spec.charge_measurement else ())
 
 
 def update_cost(per_token: TokenFlops, spec: TrainSpec, trainable_params: int, prompt_len: int,

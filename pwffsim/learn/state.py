@@ -15,13 +15,33 @@ from torch import Tensor, nn
 GROUPS = ("lora", "adapter")
 
 
-class ProximalTerm:
-    """``mu/2 * sum_k ||theta_k - anchor_k||^2`` over ``[(theta_k, anchor_k)]`` pairs; calling it
-    gives the term (a tensor in the autograd graph), or ``0.0`` if there are no pairs. Falsy when
-    empty (mu = 0 or no anchor)."""
+#: ``TrainSpec.prox_form`` choices (see :class:`ProximalTerm`).
+PROX_FORMS = ("decoupled", "gradient")
 
-    def __init__(self, pairs: list[tuple[Tensor, Tensor]], mu: float):
-        self.pairs, self.mu = pairs, mu
+
+class ProximalTerm:
+    """The proximal term ``mu/2 * sum_k ||theta_k - anchor_k||^2`` over ``[(theta_k, anchor_k)]``
+    pairs, in one of two forms (``TrainSpec.prox_form``):
+
+    * ``"decoupled"`` (default): not in the loss; after every optimizer step (:meth:`after_step`)
+      each ``theta_k`` takes the exact proximal step of the term with step size ``lr``,
+      ``theta <- argmin_u mu/2 ||u - anchor||^2 + 1/(2 lr) ||u - theta||^2
+      = (theta + lr*mu*anchor) / (1 + lr*mu)``: a pull of the fraction ``lr*mu / (1 + lr*mu)`` of
+      the way to the anchor, whatever the optimizer, stable for any ``mu`` (computed as
+      ``theta - lr*mu/(1 + lr*mu) * (theta - anchor)``).
+    * ``"gradient"``: the term is added to the loss (:meth:`loss_term`) and its gradient
+      ``mu (theta - anchor)`` goes through the optimizer. Under AdamW the per-coordinate
+      normalisation makes ``mu`` no coefficient: where the loss gives no gradient, the term alone
+      makes a full ``lr``-sized step whatever ``mu`` is. Under plain SGD the two forms agree to
+      first order in ``lr*mu``.
+
+    Calling it gives the term's value (a tensor in the autograd graph), or ``0.0`` if there are no
+    pairs. Falsy when empty (mu = 0 or no anchor)."""
+
+    def __init__(self, pairs: list[tuple[Tensor, Tensor]], mu: float, form: str = "decoupled"):
+        if form not in PROX_FORMS:
+            raise ValueError(f"unknown prox_form {form!r}; expected one of {PROX_FORMS}")
+        self.pairs, self.mu, self.form = pairs, mu, form
 
     def __bool__(self) -> bool:
         return bool(self.pairs)
@@ -30,6 +50,22 @@ class ProximalTerm:
         if not self.pairs:
             return 0.0
         return 0.5 * self.mu * sum(((p - a) ** 2).sum() for p, a in self.pairs)
+
+    @property
+    def in_loss(self) -> bool:
+        """Whether the term goes into the loss: the ``"gradient"`` form with pairs."""
+        return self.form == "gradient" and bool(self.pairs)
+
+    @torch.no_grad()
+    def after_step(self, lr: float) -> None:
+        """After an optimizer step at learning rate ``lr``: the proximal step (``"decoupled"``;
+        nothing in the ``"gradient"`` form or without pairs)."""
+        if self.form != "decoupled" or not self.pairs:
+            return
+        c = lr * self.mu
+        pull = c / (1.0 + c)
+        for p, a in self.pairs:
+            p.sub_(p - a, alpha=pull)
 
 
 def _trainable_parameters(model: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, str]]:
@@ -112,11 +148,12 @@ class TrainableState:
         """Detached clones of the current parameters (the state to hand out)."""
         return {k: p.detach().clone() for k, p in self.params.items()}
 
-    def proximal_term(self, anchor: Mapping[str, Tensor] | None, mu: float) -> ProximalTerm:
-        """The proximal term towards ``anchor`` over its keys (a subset of the trainable keys);
-        empty if ``mu`` is 0 or there is no anchor."""
+    def proximal_term(self, anchor: Mapping[str, Tensor] | None, mu: float,
+                      form: str = "decoupled") -> ProximalTerm:
+        """The proximal term towards ``anchor`` over its keys (a subset of the trainable keys), in
+        ``form`` (:class:`ProximalTerm`); empty if ``mu`` is 0 or there is no anchor."""
         if anchor is None or not mu:
-            return ProximalTerm([], mu)
+            return ProximalTerm([], mu, form)
         extra = sorted(set(anchor) - self.keys)
         if extra:
             raise ValueError(f"prox_anchor has keys that are not trainable: {extra[:4]}")
@@ -125,4 +162,4 @@ class TrainableState:
             p = self.params[k]
             _check_shape("prox_anchor", k, v, p)
             pairs.append((p, v.detach().to(p.device, p.dtype)))
-        return ProximalTerm(pairs, mu)
+        return ProximalTerm(pairs, mu, form)

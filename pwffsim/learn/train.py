@@ -10,8 +10,9 @@ the FLOPs reported here into compute time and energy with a device profile.
 Reproducibility: :meth:`Learner.run` depends only on the specs and the job. It seeds torch with
 ``job.seed``, samples batches from a ``torch.Generator`` seeded with ``job.seed``, loads
 ``job.start_state`` into the (reused) peft model by direct parameter copies and builds a new
-AdamW optimizer per job (one for the supervised steps, one for the alignment steps), so neither earlier
-calls nor the process running it matter. Alignment sampling uses ``torch.multinomial`` with the same
+optimizer per job (``TrainSpec.optimizer``, AdamW or SGD: one for the supervised steps, one for the
+alignment steps; :mod:`pwffsim.learn.optim`), so neither earlier calls nor the process running it
+matter. Alignment sampling uses ``torch.multinomial`` with the same
 ``torch.Generator``. Bit-identical
 results across processes additionally need the same torch build and thread count (``torch_threads``,
 default 1).
@@ -33,7 +34,8 @@ from .costmodel import charged_model
 from .data import DataSpec
 from .metrics import NO_REWARDS, always_refuse_metrics, reward_metrics
 from .model import ModelSpec, build_peft_model, position_limit
-from .state import GROUPS, TrainableState
+from .optim import LOSS_AVERAGES, OPTIMIZERS, make_optimizer, response_loss, row_cross_entropy
+from .state import GROUPS, PROX_FORMS, TrainableState
 
 __all__ = ["GROUPS", "Learner", "TrainJob", "TrainResult", "TrainSpec"]
 
@@ -56,7 +58,11 @@ _TRAIN_SPEC_LIMITS: tuple[tuple[str, str, Callable[[float], bool]], ...] = (
     ("align_samples", ">= 2 (leave-one-out baseline)", lambda v: v < 2),
     ("align_max_new_tokens", ">= 1", lambda v: v < 1),
     ("align_learning_rate", "> 0", _not_positive_finite),
+    ("align_kl_coef", "finite and >= 0", lambda v: not (v >= 0 and math.isfinite(v))),
 )
+#: ``(field, choices)`` of :class:`TrainSpec`'s named options.
+_TRAIN_SPEC_CHOICES = (("optimizer", OPTIMIZERS), ("loss_average", LOSS_AVERAGES),
+                       ("prox_form", PROX_FORMS))
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,11 @@ class TrainSpec:
     learning_rate: float = 3e-3
     eval_batches: int = 1  # 0 = no eval (eval_loss, eval_loss_others nan)
     prox_mu: float = 0.0   # proximal weight mu (term mu/2 ||theta - anchor||^2 on job.prox_anchor)
+    # "decoupled": exact proximal step after every optimizer step; "gradient": the term in the loss
+    # (pwffsim.learn.state.ProximalTerm)
+    prox_form: str = "decoupled"
+    optimizer: str = "adamw"       # "adamw" | "sgd" (plain SGD), both phases (pwffsim.learn.optim)
+    loss_average: str = "sample"   # "sample" (mean of per-row means) | "token" (pwffsim.learn.optim)
     align_steps: int = 0   # RLOO alignment steps after the supervised ones; 0 = no alignment
     align_prompts: int = 8         # prompts per alignment step (from the client's training data)
     align_samples: int = 4         # K sampled responses per prompt (RLOO needs K >= 2)
@@ -74,6 +85,8 @@ class TrainSpec:
     # (the longest borderline answers have 12 words); metrics decode greedily to the same length.
     align_max_new_tokens: int = 14
     align_learning_rate: float = 2e-3
+    # KL-to-reference coefficient beta of RLOO (reward r - beta * KL; 0 = none; pwffsim.learn.align)
+    align_kl_coef: float = 0.0
     metric_prompts: int = 8        # held-out prompts for reward metrics (greedy); 0 = none (nan)
     help_reward: str = "help-rule"  # reward models (pwffsim.learn.rewards.build_reward_model)
     safe_reward: str = "safe-rule"
@@ -86,6 +99,9 @@ class TrainSpec:
             value = getattr(self, name)
             if violated(value):
                 raise ValueError(f"{name} must be {requirement}, got {value}")
+        for name, choices in _TRAIN_SPEC_CHOICES:
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
 
 
 def _check_preferences(job: TrainJob) -> None:
@@ -106,9 +122,12 @@ class Learner:
     :meth:`parameter_group` tells ``"lora"`` from ``"adapter"``; the caller decides which group is
     global (aggregated) or personal; the learner takes and returns the full state.
 
-    **A local update** (:meth:`run`): ``local_steps`` supervised AdamW steps (loss on the response
-    tokens), then ``align_steps`` RLOO steps (:mod:`pwffsim.learn.align`), both plus the proximal term
-    ``prox_mu/2 * sum_k ||theta_k - anchor_k||^2`` over ``job.prox_anchor``'s keys; then the held-out
+    **A local update** (:meth:`run`): ``local_steps`` supervised steps of ``optimizer`` (loss on the
+    response tokens, averaged per sample or per token: ``loss_average``, :mod:`pwffsim.learn.optim`),
+    then ``align_steps`` RLOO steps (:mod:`pwffsim.learn.align`), both with the proximal term
+    ``prox_mu/2 * sum_k ||theta_k - anchor_k||^2`` over ``job.prox_anchor``'s keys (by default an
+    exact proximal step after each optimizer step, ``prox_form``,
+    :class:`~pwffsim.learn.state.ProximalTerm`); then the held-out
     metrics: ``eval_loss`` (own eval rows), ``eval_loss_others`` (a fixed pool of other clients'
     eval rows, as many rows as the own eval, round-robin over ``DataSpec.reference_clients``
     reference clients drawn once from the seed, :func:`~pwffsim.learn.clients.reference_clients`: a
@@ -214,15 +233,23 @@ class Learner:
 
     @torch.no_grad()
     def _loss_on(self, rows: Rows | None) -> float:
-        """Mean cross-entropy (nats per response token) of ``rows``, in batches (nan if no rows)."""
+        """Mean cross-entropy (nats) of ``rows``' response tokens, in batches (nan if no rows):
+        ``loss_average = "sample"`` the mean over rows of each row's per-token mean, ``"token"`` the
+        mean over every response token (:mod:`pwffsim.learn.optim`)."""
         if rows is None or rows[0].shape[0] == 0:
             return float("nan")
         ids, labels = rows
         self.model.eval()
-        bs = self.train_spec.batch_size
+        bs, per_sample = self.train_spec.batch_size, self.train_spec.loss_average == "sample"
         total, count = 0.0, 0
         for i in range(0, ids.shape[0], bs):
             x, y = ids[i:i + bs], labels[i:i + bs]
+            if per_sample:  # total: sum of the rows' means; count: rows with a response token
+                sums, counts = row_cross_entropy(self.model(input_ids=x).logits, y)
+                has = counts > 0
+                total += float((sums[has].double() / counts[has]).sum())
+                count += int(has.sum())
+                continue
             logits = self.model(input_ids=x).logits[:, :-1]
             tgt = y[:, 1:]
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -267,25 +294,27 @@ class Learner:
         return m
 
     def _supervised_steps(self, client: int, gen: torch.Generator, prox) -> float:
-        """``local_steps`` AdamW steps (fresh optimizer) on batches of ``client``'s training rows,
-        drawn in :func:`~pwffsim.learn.batches.epoch_order`; the mean loss (nan if no step)."""
+        """``local_steps`` steps of a fresh ``optimizer`` on batches of ``client``'s training rows,
+        drawn in :func:`~pwffsim.learn.batches.epoch_order`, each followed by the proximal step
+        (``prox_form = "decoupled"``) or with the term in the loss (``"gradient"``); the mean loss
+        (without the proximal term; nan if no step)."""
         ts = self.train_spec
         ids, labels = self.batches[client].train
         order = epoch_order(ids.shape[0], ts.local_steps * ts.batch_size, gen)
         losses = []
         if ts.local_steps:
-            opt = torch.optim.AdamW(self.trainable_state.trainable, lr=ts.learning_rate,
-                                    weight_decay=0.0)
+            opt = make_optimizer(ts.optimizer, self.trainable_state.trainable, ts.learning_rate)
             self.model.train()
             for s in range(ts.local_steps):
                 idx = order[s * ts.batch_size:(s + 1) * ts.batch_size]
-                loss = self.model(input_ids=ids[idx], labels=labels[idx]).loss
+                loss = response_loss(self.model, ids[idx], labels[idx], ts.loss_average)
                 losses.append(loss.detach())
-                if prox:
+                if prox.in_loss:
                     loss = loss + prox()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                prox.after_step(ts.learning_rate)
             opt.zero_grad(set_to_none=True)
         return float(torch.stack(losses).mean()) if losses else float("nan")
 
@@ -299,9 +328,9 @@ class Learner:
         gen = torch.Generator().manual_seed(job.seed)
         st = self.trainable_state
         st.load(job.start_state)
-        prox = st.proximal_term(job.prox_anchor, self.train_spec.prox_mu)
+        prox = st.proximal_term(job.prox_anchor, self.train_spec.prox_mu, self.train_spec.prox_form)
         train_loss = self._supervised_steps(c, gen, prox)
-        align_reward = self.aligner.run(b.train_prompts, b.data.train, gen,
+        align_reward, skipped = self.aligner.run(b.train_prompts, b.data.train, gen,
                                         st.trainable, prox, job.pref_help, job.pref_safe)
         self.model.eval()
         m = self._metrics(c, job.pref_help, job.pref_safe)
@@ -317,4 +346,5 @@ class Learner:
                            reward_help=m["reward_help"], reward_safe=m["reward_safe"],
                            objective=m["objective"], eval_loss_others=m["eval_loss_others"],
                            reward_help_borderline=m["reward_help_borderline"],
-                           eval_loss_global_only=global_only, align_reward=align_reward)
+                           eval_loss_global_only=global_only, align_reward=align_reward,
+                           align_steps_skipped=skipped)

@@ -218,7 +218,9 @@ class FLConfig(_Section):
     local_steps: int = Field(5, ge=1, description="Local optimiser steps per round.")
     batch_size: int = Field(8, ge=1, description="Sequences per local step.")
     seq_len: int = Field(32, ge=4, description="Tokens per sequence.")
-    learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate of the local update.")
+    learning_rate: float = Field(3e-3, gt=0, description="Learning rate of the local supervised steps (of fl.optimizer).")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="Local optimiser, a fresh one per local update and phase: 'adamw' (AdamW, no weight decay) or 'sgd' (plain SGD theta <- theta - lr grad, no momentum: FedProx's local solver). The supervised steps use fl.learning_rate, the alignment steps pwff.align_learning_rate.")
+    loss_average: Literal["sample", "token"] = Field("sample", description="How the supervised loss (training and held-out eval_loss, eval_loss_others) averages the response tokens' cross-entropy (nats): 'sample' = mean over rows of each row's per-token mean (a long answer weighs as much as a short one); 'token' = mean over every response token (a row weighs by its length).")
     eval_batches: int = Field(1, ge=0, description="Held-out batches evaluated after each local update (0: none).")
     charge_measurement: bool = Field(False, description="Charge the held-out measurement after each local update (evaluation on the client's own and the other clients' eval rows, greedy metric decoding) to the device as compute time and battery energy, like training and alignment. Default false: measurement costs wall time only; the trace's FLOPs per update are training + alignment.")
     policy: PolicyName = Field("sync", description=policy_reference())
@@ -300,7 +302,8 @@ class PWFFConfig(_Section):
     scheme: Literal["pwff", "lora-global", "fedavg-all", "local-only"] = Field(
         "pwff", description="Global partial aggregation: 'pwff' (adapters global, LoRA personal), 'lora-global' (LoRA global, adapters personal), 'fedavg-all' (both global), 'local-only' (nothing global, no transfers)."
     )
-    prox_mu: float = Field(0.01, ge=0, description="Proximal coefficient mu: mu/2 ||theta_k - theta_global||^2 on the global part.")
+    prox_mu: float = Field(1.0, ge=0, description="Proximal coefficient mu (nats per squared parameter unit): the term mu/2 ||theta_k - theta_global||^2 on the global part, applied as pwff.prox_form says (decoupled: each optimizer step at learning rate lr is followed by a pull of lr mu / (1 + lr mu) of the way to theta_global). Default 1: at the default learning rates a local update (5 + 2 steps) pulls the global part about 1.2% of the way back (the former default 0.01 pulled only under the gradient form, through AdamW's normalisation).")
+    prox_form: Literal["decoupled", "gradient"] = Field("decoupled", description="How the proximal term acts: 'decoupled' = after every optimizer step (supervised and alignment) the exact proximal step theta <- (theta + lr mu theta_global) / (1 + lr mu) with that step's learning rate (mu scales the pull whatever the optimizer; stable for any mu); 'gradient' = the term is added to the loss and its gradient goes through the optimizer (under AdamW mu then barely matters: the per-coordinate normalisation turns even a tiny proximal gradient into a full lr-sized step).")
     preference: Literal["uniform", "fixed", "explicit"] = Field(
         "uniform", description="Client weights (w_help, w_safe = 1 - w_help): 'uniform' draws w_help ~ U(0, 1) per client; 'fixed' uses w_help for all; 'explicit' takes w_help_per_client."
     )
@@ -312,7 +315,8 @@ class PWFFConfig(_Section):
     align_prompts: int = Field(8, ge=1, description="Prompts per alignment step.")
     align_samples: int = Field(4, ge=2, description="Responses sampled per prompt (RLOO group size K).")
     align_max_new_tokens: int = Field(14, ge=1, description="Tokens generated per sampled response (fixed length, so its FLOPs are fixed).")
-    align_learning_rate: float = Field(2e-3, gt=0, description="Learning rate of the alignment steps.")
+    align_learning_rate: float = Field(2e-3, gt=0, description="Learning rate of the alignment steps (of fl.optimizer).")
+    align_kl_coef: float = Field(0.0, ge=0, description="KL-to-reference coefficient beta of the alignment steps (nats^-1, 0 = none): each sampled response's reward becomes r - beta KL, KL = sum over its response tokens (to the first eos) of log pi - log pi_ref, pi_ref the local model after the supervised steps (frozen); costs one more forward per alignment step (charged).")
     metric_prompts: int = Field(8, ge=0, description="Held-out prompts per client, greedily decoded after each update, for reward_help, reward_safe and objective (0: not measured, NaN).")
 
     @model_validator(mode="after")

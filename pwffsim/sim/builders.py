@@ -31,6 +31,8 @@ def learner_spec_kwargs(sc: Scenario) -> dict[str, dict]:
                     fields=d.fields.model_dump(), split=d.split)
     train = dict(local_steps=f.local_steps, batch_size=f.batch_size, seq_len=f.seq_len,
                  learning_rate=f.learning_rate, eval_batches=f.eval_batches, prox_mu=pw.prox_mu,
+                 prox_form=pw.prox_form, optimizer=f.optimizer, loss_average=f.loss_average,
+                 align_kl_coef=pw.align_kl_coef,
                  align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
                  align_max_new_tokens=pw.align_max_new_tokens, align_learning_rate=pw.align_learning_rate,
                  metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward,

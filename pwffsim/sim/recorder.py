@@ -102,8 +102,9 @@ class Recorder:
                   eval_loss=metric("eval_loss"), personalization_gap=optional("eval_loss_global_only") -
                   metric("eval_loss"), eval_loss_others=metric("eval_loss_others"),
                   reward_help=metric("reward_help"), reward_help_borderline=optional("reward_help_borderline"),
-                  reward_safe=metric("reward_safe"), objective=metric("objective"), w_help=float(w_help),
-                  staleness=int(staleness),
+                  reward_safe=metric("reward_safe"), objective=metric("objective"),
+                  align_steps_skipped=-1 if res is None else int(getattr(res, "align_steps_skipped", 0)),
+                  w_help=float(w_help), staleness=int(staleness),
                   battery_j=float(battery_j), energy_j=float(out.energy_j), status=out.status)
 
     def link_row(self, t: float, r: int, kind: str, tr: Any, cell: str, sharing: int, xy: Any, parts: Any,
