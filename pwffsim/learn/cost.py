@@ -27,7 +27,7 @@ The model (FLOPs of the matmuls; a multiply-add is 2 FLOPs)::
                of P tokens then T-1 single-token steps (the T-th token needs no forward)
     pg(N)    = N * (P + T - 1) * (fwd(P + T - 1) + bwd(P + T - 1))   policy-gradient pass
 
-    parts of one update                                                        charged
+    parts of one update (local_scheme "joint")                                 charged
     train                 = local_steps * batch_size * S * (fwd(S) + bwd(S))    always
     align_generate        = align_steps * gen(A),  A = align_prompts * align_samples   always
     align_policy_gradient = align_steps * pg(A)                                 always
@@ -35,6 +35,13 @@ The model (FLOPs of the matmuls; a multiply-add is 2 FLOPs)::
                             E = eval_batches * batch_size rows, own eval + the others' pool
     metrics               = gen(metric_prompts)   greedy metric decoding    with charge_measurement
     tokens                = the token positions of every forward of a part (padding included)
+
+Other local procedures (:func:`update_phases`) sum these three parts over their phases: "ditto"
+twice the joint ones (the global model's update, then the personal model's); "fedrep" the
+``local_steps`` supervised and ``align_steps`` alignment steps with only LoRA trainable, then
+``fedrep_global_steps`` supervised steps with only the adapters trainable, each phase with its own
+``bwd``: ``P_tm`` and ``P_ng`` counted with the other group frozen (no weight gradient for a frozen
+matmul, and no input gradient where nothing upstream trains). Measurement is counted once.
 
 Training and alignment change the model, so they cost the device simulated time and battery.
 Held-out evaluation and metric decoding only *measure* it (a real deployment would not run them on
@@ -165,23 +172,58 @@ class TokenFlops:
                 n * (P + T - 1))
 
 
+def update_phases(spec: TrainSpec) -> list[tuple[int, int, str | None]]:
+    """The phases of one local update under ``spec.local_scheme``: ``(supervised steps, alignment
+    steps, the group that trains alone or None for every trainable parameter)``
+    (:data:`pwffsim.learn.contract.LOCAL_SCHEMES`): "joint" one phase; "fedrep" the personal LoRA
+    (its supervised and alignment steps) then the global adapters (``fedrep_global_steps``); "ditto"
+    the joint update twice (the global model, then the personal one)."""
+    scheme = getattr(spec, "local_scheme", "joint")
+    joint = (spec.local_steps, spec.align_steps, None)
+    if scheme == "fedrep":
+        return [(spec.local_steps, spec.align_steps, "lora"), (spec.fedrep_global_steps, 0, "adapter")]
+    if scheme == "ditto":
+        return [joint, joint]
+    return [joint]
+
+
+def _phase_flops(per_token: TokenFlops, by_group, group: str | None) -> TokenFlops:
+    if group is None:
+        return per_token
+    if not by_group or group not in by_group:
+        raise ValueError(f"no per-token FLOPs with only {group!r} trainable (the model has no {group} parameters?)")
+    return by_group[group]
+
+
 def update_cost_parts(per_token: TokenFlops, spec: TrainSpec, prompt_len: int,
-                      num_clients: int) -> dict[str, tuple[float, int]]:
+                      num_clients: int, by_group=None) -> dict[str, tuple[float, int]]:
     """``{part: (flops, tokens)}`` of one local update: ``train``, ``align_generate``,
-    ``align_policy_gradient``, ``eval`` and ``metrics`` (charged or not)."""
-    fwd, bwd = per_token.forward, per_token.backward
+    ``align_policy_gradient`` (summed over :func:`update_phases`; a phase training one group alone
+    takes its backward from ``by_group[group]``, :attr:`~.costmodel.ChargedModel.per_token_by_group`),
+    ``eval`` and ``metrics`` (charged or not; measured once per update)."""
+    fwd = per_token.forward
     P, T, S = prompt_len, spec.align_max_new_tokens, spec.seq_len
     A = spec.align_prompts * spec.align_samples
-    t_train = spec.local_steps * spec.batch_size * S
     t_eval = spec.eval_batches * spec.batch_size * S * (2 if num_clients > 1 else 1)
     g_align, t_galign = per_token.generate(A, P, T)
     t_pg_step = A * (P + T - 1)
-    f_pg_step = t_pg_step * (fwd(P + T - 1) + bwd(P + T - 1))
     f_metric, t_metric = per_token.generate(spec.metric_prompts, P, T)
+    train = [0.0, 0]
+    align_gen = [0.0, 0]
+    align_pg = [0.0, 0]
+    for steps, align, group in update_phases(spec):
+        bwd = _phase_flops(per_token, by_group, group).backward
+        t_train = steps * spec.batch_size * S
+        train[0] += t_train * (fwd(S) + bwd(S))
+        train[1] += t_train
+        align_gen[0] += align * g_align
+        align_gen[1] += align * t_galign
+        align_pg[0] += align * t_pg_step * (fwd(P + T - 1) + bwd(P + T - 1))
+        align_pg[1] += align * t_pg_step
     return dict(
-        train=(t_train * (fwd(S) + bwd(S)), t_train),
-        align_generate=(spec.align_steps * g_align, spec.align_steps * t_galign),
-        align_policy_gradient=(spec.align_steps * f_pg_step, spec.align_steps * t_pg_step),
+        train=tuple(train),
+        align_generate=tuple(align_gen),
+        align_policy_gradient=tuple(align_pg),
         eval=(t_eval * fwd(S), t_eval),
         metrics=(f_metric, t_metric),
     )
@@ -193,14 +235,14 @@ def charged_parts(spec: TrainSpec) -> tuple[str, ...]:
 
 
 def update_cost(per_token: TokenFlops, spec: TrainSpec, trainable_params: int, prompt_len: int,
-                num_clients: int) -> tuple[tuple[float, int], dict]:
+                num_clients: int, by_group=None) -> tuple[tuple[float, int], dict]:
     """``((flops, tokens), breakdown)`` of one local update of the model whose per-token FLOPs are
     ``per_token`` (:meth:`TokenFlops.of`) under ``spec``: the charged
     FLOPs and tokens (:func:`charged_parts`). ``breakdown`` holds the per-token FLOPs and their
     terms, ``flops_by_part`` / ``tokens_by_part`` of every part, ``charged_parts``, the charged
     totals ``flops_charged`` / ``tokens_charged`` and the totals of every part ``flops_all`` /
     ``tokens_all``."""
-    parts = update_cost_parts(per_token, spec, prompt_len, num_clients)
+    parts = update_cost_parts(per_token, spec, prompt_len, num_clients, by_group)
     charged = charged_parts(spec)
     S = spec.seq_len
     total = (float(sum(parts[k][0] for k in charged)), int(sum(parts[k][1] for k in charged)))

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .align import PreferenceRewards, ResponseSampler, RLOOAligner
 from .batches import ClientBatches, ClientsView, Rows, epoch_order
-from .contract import TrainJob, TrainResult
+from .contract import LOCAL_SCHEMES, TrainJob, TrainResult
 from .cost import update_cost
 from .costmodel import charged_model
 from .data import DataSpec
@@ -55,6 +55,8 @@ _TRAIN_SPEC_LIMITS: tuple[tuple[str, str, Callable[[float], bool]], ...] = (
     ("align_samples", ">= 2 (leave-one-out baseline)", lambda v: v < 2),
     ("align_max_new_tokens", ">= 1", lambda v: v < 1),
     ("align_learning_rate", "> 0", _not_positive_finite),
+    ("fedrep_global_steps", ">= 0", lambda v: v < 0),
+    ("ditto_lambda", "finite and >= 0", lambda v: not (v >= 0 and math.isfinite(v))),
 )
 
 
@@ -79,8 +81,16 @@ class TrainSpec:
     # Charge the measurement (held-out eval and greedy metric decoding) to the device's FLOPs too;
     # default: only training and alignment are charged (pwffsim.learn.cost).
     charge_measurement: bool = False
+    # The local procedure (pwffsim.learn.contract.LOCAL_SCHEMES; pwffsim.learn.local_schemes) and its
+    # knobs: FedRep's supervised steps on the global part (adapters) after the personal ones, Ditto's
+    # pull lambda/2 ||v_k - w||^2 of the personal model towards the downloaded global one.
+    local_scheme: str = "joint"
+    fedrep_global_steps: int = 1
+    ditto_lambda: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.local_scheme not in LOCAL_SCHEMES:
+            raise ValueError(f"local_scheme must be one of {LOCAL_SCHEMES}, got {self.local_scheme!r}")
         for name, requirement, violated in _TRAIN_SPEC_LIMITS:
             value = getattr(self, name)
             if violated(value):
@@ -147,15 +157,23 @@ class Learner:
         self.trainable_state = TrainableState(self.model)
         # What devices are charged for: this model, or model_spec.cost_model built on meta.
         self.charged = charged_model(self.model, model_spec)
+        if ts.local_scheme == "fedrep" and not (self.group_keys("lora") and self.group_keys("adapter")):
+            raise ValueError("local_scheme 'fedrep' trains LoRA (personal) and adapters (global) in turn: "
+                             "the model needs both (adapter_size > 0)")
         self._cost, self.cost_breakdown = update_cost(
             self.charged.per_token, ts, self.charged.trainable_params, self.prompt_len,
-            len(self.clients))
+            len(self.clients), self.charged.per_token_by_group)
 
     # ---------------------------------------------------------------------------------- info
     @property
     def prompt_len(self) -> int:
         """The fixed (left-padded) prompt length ``P`` in tokens."""
         return self.batches.prompt_len
+
+    @property
+    def local_scheme(self) -> str:
+        """The local procedure this learner runs (``TrainSpec.local_scheme``; every job must ask for it)."""
+        return self.train_spec.local_scheme
 
     @property
     def num_clients(self) -> int:
@@ -267,18 +285,21 @@ class Learner:
         m["gap"] = m["eval_loss_others"] - m["eval_loss"]
         return m
 
-    def _supervised_steps(self, client: int, gen: torch.Generator, prox) -> float:
-        """``local_steps`` AdamW steps (fresh optimizer) on batches of ``client``'s training rows,
-        drawn in :func:`~pwffsim.learn.batches.epoch_order`; the mean loss (nan if no step)."""
+    def _supervised_steps(self, client: int, gen: torch.Generator, prox, params=None,
+                          steps: int | None = None) -> float:
+        """``steps`` (default ``local_steps``) AdamW steps (fresh optimizer) on ``params`` (default
+        every trainable parameter) on batches of ``client``'s training rows, drawn in
+        :func:`~pwffsim.learn.batches.epoch_order`; the mean loss (nan if no step)."""
         ts = self.train_spec
+        steps = ts.local_steps if steps is None else steps
         ids, labels = self.batches[client].train
-        order = epoch_order(ids.shape[0], ts.local_steps * ts.batch_size, gen)
+        order = epoch_order(ids.shape[0], steps * ts.batch_size, gen)
         losses = []
-        if ts.local_steps:
-            opt = torch.optim.AdamW(self.trainable_state.trainable, lr=ts.learning_rate,
-                                    weight_decay=0.0)
+        if steps:
+            opt = torch.optim.AdamW(self.trainable_state.trainable if params is None else params,
+                                    lr=ts.learning_rate, weight_decay=0.0)
             self.model.train()
-            for s in range(ts.local_steps):
+            for s in range(steps):
                 idx = order[s * ts.batch_size:(s + 1) * ts.batch_size]
                 loss = self.model(input_ids=ids[idx], labels=labels[idx]).loss
                 losses.append(loss.detach())
@@ -295,6 +316,13 @@ class Learner:
         ``job`` (see the module docstring)."""
         c = self._check_client(job.client)
         _check_preferences(job)
+        if job.local_scheme != self.local_scheme:
+            raise ValueError(f"a {job.local_scheme!r} job for a learner built for local_scheme "
+                             f"{self.local_scheme!r} (TrainSpec.local_scheme)")
+        if self.local_scheme != "joint":
+            from .local_schemes import run_local_scheme
+
+            return run_local_scheme(self, job)
         b = self.batches[c]  # made now if this is the client's first use (draws no torch randomness)
         torch.manual_seed(job.seed)
         gen = torch.Generator().manual_seed(job.seed)

@@ -24,8 +24,8 @@ import simpy
 from ..scenario import Scenario
 from ..trace import TraceWriter
 from .async_rounds import AsyncRounds
-from .builders import (TrainJobs, build_executor, build_learner, build_policy, build_selector, client_preferences,
-                       load_availability)
+from .builders import (TrainJobs, build_executor, build_learner, build_policy, build_selector, check_local_scheme,
+                       client_preferences, load_availability)
 from .client import ClientLifecycle
 from .handover import Handovers, wire_interference
 from .linktrace import LinkTrace
@@ -56,6 +56,7 @@ class Simulation:
         self.world = World(scenario, self.env)
         self.cells, self.devices = self.world.cells, self.world.devices
         self.learner = learner if learner is not None else build_learner(scenario)
+        check_local_scheme(scenario, self.learner)
         self._own_executor = executor is None
         self.executor = executor if executor is not None else build_executor(scenario, self.learner)
         self.policy = policy if policy is not None else build_policy(scenario)
@@ -124,14 +125,19 @@ class Simulation:
         return summary
 
     def _final_evaluation(self) -> None:
-        """Evaluate the clients' final models (the global part and each one's own personal part):
-        every client (``fl.final_evaluation = "all"``), those that trained at least once
-        (``"trained"``) or none (``"none"``)."""
+        """Evaluate the clients' final models (the global part and each one's own personal part; under
+        Ditto each one's personal model, the initial state if it never trained): every client
+        (``fl.final_evaluation = "all"``), those that trained at least once (``"trained"``) or none
+        (``"none"``)."""
         trained = self.recorder.trained_rounds()
         which = self.sc.fl.final_evaluation
         clients = range(len(self.devices)) if which == "all" else sorted(trained) if which == "trained" else ()
+        ditto = self.sc.pwff.local_scheme == "ditto"
         for k in clients:
-            state = {**self.state.global_state, **self.state.personal_state.get(k, self.split.initial_personal)}
+            if ditto:
+                state = self.state.personal_models.get(k, self.split.initial_model)
+            else:
+                state = {**self.state.global_state, **self.state.personal_state.get(k, self.split.initial_personal)}
             w_help = float(self.pref_help[k])
             m = self.learner.evaluate_metrics(state, k, w_help, 1.0 - w_help)
             self.recorder.final_row(k, w_help, trained.get(k, 0), m)
