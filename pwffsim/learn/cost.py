@@ -19,9 +19,12 @@ The model (FLOPs of the matmuls; a multiply-add is 2 FLOPs)::
                attention width (= d_model for GPT-2 and Llama; Gemma-2-2B: 8 x 256 = 2048 < 2304;
                grouped-query k/v heads are repeated to every query head, so w counts query heads)
     fwd(L)   = 2 * P_mm + att(L)                          FLOPs per token (forward)
-    bwd(L)   = 2 * (P_mm - P_ng) + 2 * P_tm + 2 * att(L)  FLOPs per token (backward: input
+    a_g      = share of the attention matmuls with an operand that requires grad (their backward
+               runs; the same probe forward): 1 unless the first blocks have nothing trainable
+               before their attention (e.g. only the adapters train)
+    bwd(L)   = 2 * (P_mm - P_ng) + 2 * P_tm + 2 * a_g * att(L)  FLOPs per token (backward: input
                gradients of every matmul that needs them, weight gradients of the trainable ones,
-               and both operands' gradients of both attention matmuls)
+               and both operands' gradients of the attention matmuls that need them)
     S = seq_len, T = align_max_new_tokens, P = fixed (left-padded) prompt length
     gen(N)   = N * (P * fwd(P) + sum_{i=1}^{T-1} fwd(P + i))   N sequences, KV cache: a prefill
                of P tokens then T-1 single-token steps (the T-th token needs no forward)
@@ -68,6 +71,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 if TYPE_CHECKING:  # pragma: no cover
     from .train import TrainSpec
@@ -99,10 +103,28 @@ def trainable_matmul_params(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in matmul_modules(model) if m.weight.requires_grad)
 
 
-def no_input_grad_params(model: nn.Module) -> int:
-    """Parameters of the matmul weights whose input needs no gradient in a backward (``P_ng``):
-    one forward of two tokens with gradients on records, per matmul module, whether its input
-    requires grad. The model's mode is restored and no gradient is computed."""
+_MATMULS = (torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.bmm)
+
+
+class _AttentionGrads(TorchFunctionMode):
+    """Records, for every matmul of two 4-D operands (eager attention's ``Q K^T`` and ``A V``:
+    ``[batch, heads, L, .]``), whether an operand requires grad (its backward then runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flags: list[bool] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _MATMULS and len(args) >= 2 and all(
+                isinstance(a, torch.Tensor) and a.dim() == 4 for a in args[:2]):
+            self.flags.append(bool(args[0].requires_grad or args[1].requires_grad))
+        return func(*args, **(kwargs or {}))
+
+
+def _gradient_probe(model: nn.Module) -> tuple[int, float]:
+    """``(P_ng, attention backward fraction)``: one forward of two tokens with gradients on records,
+    per matmul module, whether its input requires grad, and which attention matmuls have an operand
+    that requires grad. The model's mode is restored and no gradient is computed."""
     flags: dict[int, bool] = {}
     device = next(model.parameters()).device
 
@@ -112,14 +134,32 @@ def no_input_grad_params(model: nn.Module) -> int:
     hooks = [m.register_forward_hook(record) for m in matmul_modules(model)]
     was_training = model.training
     model.eval()
+    attention = _AttentionGrads()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), attention:
             model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=device))
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return sum(m.weight.numel() for m in matmul_modules(model) if flags.get(id(m)) is False)
+    p_ng = sum(m.weight.numel() for m in matmul_modules(model) if flags.get(id(m)) is False)
+    seen = attention.flags
+    return int(p_ng), (sum(seen) / len(seen) if seen else 1.0)
+
+
+def no_input_grad_params(model: nn.Module) -> int:
+    """Parameters of the matmul weights whose input needs no gradient in a backward (``P_ng``),
+    found by a probe forward (:func:`_gradient_probe`)."""
+    return _gradient_probe(model)[0]
+
+
+def attention_backward_fraction(model: nn.Module) -> float:
+    """The share of the attention matmuls whose backward runs (``a_g``): those with an operand that
+    requires grad, found by a probe forward (:func:`_gradient_probe`); 1 when something before the
+    first block's attention trains (LoRA on its projections), less when the first blocks have
+    nothing trainable before their attention (only the adapters train). 1 if no attention matmul
+    is seen."""
+    return _gradient_probe(model)[1]
 
 
 def attention_width(config) -> int:
@@ -139,17 +179,18 @@ class TokenFlops:
     n_layer: int
     d_model: int
     attn_width: int  # query heads x head_dim
+    attn_backward_fraction: float = 1.0  # a_g: share of the attention matmuls whose backward runs
 
     @classmethod
     def of(cls, model: nn.Module) -> TokenFlops:
         """The per-token FLOPs of ``model`` (a transformers model with ``num_hidden_layers``,
         ``hidden_size`` and ``num_attention_heads`` in its config)."""
         cfg = model.config
-        return cls(matmul_weight_params=matmul_weight_params(model),
-                   no_input_grad_params=no_input_grad_params(model),
+        p_ng, a_g = _gradient_probe(model)
+        return cls(matmul_weight_params=matmul_weight_params(model), no_input_grad_params=p_ng,
                    trainable_matmul_params=trainable_matmul_params(model),
                    n_layer=int(cfg.num_hidden_layers), d_model=int(cfg.hidden_size),
-                   attn_width=attention_width(cfg))
+                   attn_width=attention_width(cfg), attn_backward_fraction=a_g)
 
     def attention(self, L: int) -> float:
         """Forward FLOPs of the two attention matmuls for one token attending ``L`` positions."""
@@ -162,7 +203,8 @@ class TokenFlops:
     def backward(self, L: int) -> float:
         """FLOPs of a backward for one token attending ``L`` positions."""
         return (2.0 * (self.matmul_weight_params - self.no_input_grad_params)
-                + 2.0 * self.trainable_matmul_params + 2.0 * self.attention(L))
+                + 2.0 * self.trainable_matmul_params
+                + 2.0 * self.attn_backward_fraction * self.attention(L))
 
     def generate(self, n: int, prompt_len: int, new_tokens: int) -> tuple[float, int]:
         """``(flops, tokens)`` of generating ``new_tokens`` after ``n`` prompts of ``prompt_len``
