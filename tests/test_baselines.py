@@ -243,3 +243,109 @@ def test_a_job_must_ask_for_the_learners_local_scheme(joint, ditto0):
             TrainSpec(**bad)
     with pytest.raises(ValueError, match="adapter"):
         Learner(ModelSpec(adapter_size=0), DATA, TrainSpec(**TRAIN, local_scheme="fedrep"))
+
+
+# ------------------------------------------------------------------------------- in the simulator
+SIM = ["fl.rounds=1", "devices.count=3", "fl.clients_per_round=2", "pwff.align_steps=0", "pwff.metric_prompts=2",
+       "fl.local_steps=2", "fl.batch_size=4", "data.train_samples_per_client=8", "data.eval_samples_per_client=4"]
+
+
+def _sim(*sets, learner=None):
+    from pwffsim.scenario import load_scenario
+    from pwffsim.sim.engine import Simulation
+
+    return Simulation(load_scenario(None, overrides=[*SIM, *sets]), learner=learner)
+
+
+@pytest.fixture(scope="module")
+def ran():
+    """One-round runs of fedavg-all, ditto, pwff and fedrep (global steps 0) with the real learner."""
+    out = {}
+    for scheme, extra in (("fedavg-all", ()), ("ditto", ()), ("pwff", ()), ("fedrep", ("pwff.fedrep_global_steps=0",))):
+        sim = _sim(f"pwff.scheme='{scheme}'", *extra)
+        sim.run()
+        out[scheme] = sim
+    return out
+
+
+def test_ditto_in_the_simulator_is_fedavg_plus_personal_models(ran):
+    fa, di = ran["fedavg-all"], ran["ditto"]
+    assert _same(di.state.global_state, fa.state.global_state)
+    assert [r["train_loss"] for r in di.rounds] == [r["train_loss"] for r in fa.rounds]
+    assert di.state.payload_bytes() == fa.state.payload_bytes() > 0
+    assert di.summary()["bytes_up"] == fa.summary()["bytes_up"]
+    assert di.flops == 2 * fa.flops and di.learner.estimate_cost()[0] == di.flops
+    trained = sorted(di.state.personal_models)
+    assert trained == sorted(r["client"] for r in di.clients) and len(trained) == 2
+    assert di.state.personal_state == {k: {} for k in trained}  # nothing personal beside v_k
+    L = di.learner
+    for row in di.clients:  # the clients rows measure v_k
+        assert row["eval_loss"] == L.evaluate(di.state.personal_models[row["client"]], row["client"])
+    for row in di.final:  # and so does the final evaluation (the initial state if never trained)
+        k = row["client"]
+        v = di.state.personal_models.get(k, L.initial_state())
+        assert row["eval_loss"] == L.evaluate(v, k)
+    assert len(di.final) == 3
+
+
+def test_fedrep_in_the_simulator_uploads_pwffs_bytes_and_keeps_its_lora(ran):
+    pw, fr = ran["pwff"], ran["fedrep"]
+    assert fr.state.payload_bytes() == pw.state.payload_bytes() > 0
+    assert fr.global_keys == pw.global_keys and fr.personal_keys == pw.personal_keys
+    init = fr.learner.initial_state()
+    # no global steps: every upload is the download, so the mean is the initial adapters
+    for k in fr.global_keys:
+        assert torch.allclose(fr.state.global_state[k], init[k], rtol=0, atol=1e-7), k
+    for k, part in fr.state.personal_state.items():
+        assert any(not torch.equal(part[key], init[key]) for key in part)
+    assert fr.flops == fr.learner.estimate_cost()[0] < pw.flops  # LoRA-only backward, no adapter steps
+
+
+def test_stub_learner_runs_fedrep_and_is_refused_for_ditto(stub_learner):
+    sim = _sim("pwff.scheme='fedrep'", "fl.rounds=2", learner=stub_learner)
+    sim.run()
+    assert len(stub_learner.jobs) == 4
+    with pytest.raises(ValueError, match="ditto"):
+        _sim("pwff.scheme='ditto'", learner=stub_learner)
+
+
+def test_the_learner_must_be_built_for_the_schemes_local_procedure(joint):
+    with pytest.raises(ValueError, match="fedrep"):
+        _sim("pwff.scheme='fedrep'", learner=joint)
+    from pwffsim.scenario import load_scenario
+
+    for bad in ("pwff.fedrep_global_steps=-1", "pwff.ditto_lambda=-1", "pwff.ditto_lambda=inf"):
+        with pytest.raises(ValueError):
+            load_scenario(None, overrides=[bad])
+    with pytest.raises(ValueError, match="adapter"):
+        load_scenario(None, overrides=["pwff.scheme='fedrep'", "model.adapter_size=0"])
+    ok = load_scenario(None, overrides=["pwff.scheme='ditto'", "model.adapter_size=0"])
+    assert ok.pwff.local_scheme == "ditto" and ok.pwff.global_groups == ("adapter", "lora")
+
+
+def test_network_only_charges_ditto_and_fedrep_as_the_real_learner(ran, tmp_path, monkeypatch):
+    from pwffsim.learn.network_only import NetworkOnlyLearner
+
+    monkeypatch.setenv("PWFFSIM_CACHE_DIR", str(tmp_path))
+    for scheme in ("ditto", "fedrep"):
+        real = ran[scheme]
+        extra = ("pwff.fedrep_global_steps=0",) if scheme == "fedrep" else ()
+        sim = _sim("learning.mode='none'", f"pwff.scheme='{scheme}'", *extra)
+        assert isinstance(sim.learner, NetworkOnlyLearner)
+        assert (sim.flops, sim.tokens) == (real.flops, real.tokens)
+        assert sim.state.payload_bytes() == real.state.payload_bytes()
+        summary = sim.run()
+        assert summary["bytes_up"] == real.summary()["bytes_up"]
+        if scheme == "ditto":
+            assert sorted(sim.state.personal_models) == sorted(r["client"] for r in sim.clients)
+
+
+def test_process_pool_carries_dittos_personal_models(ran):
+    pooled = _sim("pwff.scheme='ditto'", "execution.executor='process'", "execution.workers=1")
+    pooled.run()
+    here = ran["ditto"]
+    assert _same(pooled.state.global_state, here.state.global_state)
+    assert pooled.state.personal_models.keys() == here.state.personal_models.keys()
+    for k, v in here.state.personal_models.items():
+        assert _same(pooled.state.personal_models[k], v)
+    assert [r["eval_loss"] for r in pooled.clients] == [r["eval_loss"] for r in here.clients]
