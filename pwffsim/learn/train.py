@@ -2,7 +2,9 @@
 
 A local update = supervised fine-tuning of the trainable state (LoRA + bottleneck adapters) on the
 client's instruction data, then (``TrainSpec.align_steps > 0``) local multi-objective alignment with
-RLOO on the client's personalized reward ``w_help * r_help + w_safe * r_safe``, then held-out metrics.
+RLOO on the client's personalized reward ``w_help * r_help + w_safe * r_safe``, then held-out metrics
+(``TrainSpec.local_scheme = "joint"``; the FedRep and Ditto procedures are in
+:mod:`pwffsim.learn.local_schemes`, reached from :meth:`Learner.run`).
 
 The learning side knows nothing about simulated time and never imports simpy: the simulator turns
 the FLOPs reported here into compute time and energy with a device profile.
