@@ -1,12 +1,14 @@
 """PWFF against its alternatives on one scenario and several seeds (a benchmark, not a test).
 
 For each aggregation scheme (``pwff``: adapters global and LoRA personal; ``fedavg-all``; ``lora-global``;
-``local-only``) and each seed, runs the scenario and reports
+``local-only``; the personalized-FL baselines ``fedrep`` and ``ditto``) and each seed, runs the scenario
+and reports
 
 * upload bytes per round (what the aggregated clients sent),
 * mean round delay (simulated s),
 * total device energy (J),
-* mean personalized objective of every client's final model (global part + its own personal part),
+* mean personalized objective of every client's final model (global part + its own personal part;
+  under ``ditto`` its personal model),
   on its own held-out prompts, w_help r_help + w_safe r_safe,
 * mean personalization gap (loss on other clients' held-out data minus loss on its own).
 
@@ -23,7 +25,7 @@ import time
 
 import numpy as np
 
-SCHEMES = ("pwff", "fedavg-all", "lora-global", "local-only")
+SCHEMES = ("pwff", "fedavg-all", "lora-global", "local-only", "fedrep", "ditto")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -24,6 +24,19 @@ if TYPE_CHECKING:  # pragma: no cover - type hints only: the contract imports wi
     from torch import Tensor
 
 
+#: The local procedures a learner may be asked for (``TrainJob.local_scheme``):
+#:
+#: * ``"joint"``: every trainable parameter trains together (the supervised then the alignment steps);
+#: * ``"fedrep"`` (Collins et al. 2021): the personal part (LoRA) trains alone for the local steps,
+#:   then the global part (adapters) alone for the learner's FedRep global steps; alignment trains the
+#:   personal part only;
+#: * ``"ditto"`` (Li et al. 2021): the global model (``start_state``) trains as in ``"joint"``, then
+#:   the personal model ``personal_start`` trains from its own value with the pull
+#:   ``lambda/2 ||v_k - w||^2`` towards the downloaded ``start_state``; returned in
+#:   ``TrainResult.personal_state``.
+LOCAL_SCHEMES = ("joint", "fedrep", "ditto")
+
+
 @dataclass
 class TrainJob:
     """One client's local update, as the orchestrator submits it."""
@@ -40,6 +53,13 @@ class TrainJob:
     # The personal part's initial values: eval_loss_global_only evaluates the trained state with them
     # in place of the trained personal part (the personalization gap on the client's own data).
     personal_reset: dict[str, Tensor] | None = None
+    # The local procedure (one of LOCAL_SCHEMES): "joint" trains the whole state together (pwff,
+    # lora-global, fedavg-all, local-only); "fedrep" alternates personal then global steps; "ditto"
+    # also updates the device's personal full model from ``personal_start`` (see LOCAL_SCHEMES).
+    local_scheme: str = "joint"
+    # Ditto only: the device's own full personal model v_k (every trainable key); None: the
+    # learner's initial state (a device's first update).
+    personal_start: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -67,6 +87,9 @@ class TrainResult:
     align_reward: float = float("nan")  # mean personalized reward of the sampled responses
     # RLOO steps skipped because every advantage was zero (no optimizer or proximal step)
     align_steps_skipped: int = 0
+    # Ditto only: the device's personal full model v_k after its update (never uploaded); the
+    # eval/reward/objective metrics above are then v_k's, ``state`` is the global track's.
+    personal_state: dict[str, Tensor] | None = None
 
 
 @runtime_checkable
@@ -134,3 +157,15 @@ class ChargesPayload(Protocol):
         that the scenario makes global): what is broadcast and what each client uploads. Constant for
         a learner; ``0`` for no groups."""
         ...
+
+
+@runtime_checkable
+class RunsLocalScheme(Protocol):
+    """Optional, beside :class:`Learner`: a learner built for one local procedure of
+    :data:`LOCAL_SCHEMES` (its cost, :meth:`Learner.estimate_cost`, is that procedure's).
+
+    The orchestrator checks that it is the scenario's (``pwff.scheme`` ``"fedrep"`` / ``"ditto"``,
+    else ``"joint"``). A learner without it (e.g. the tests' stub) is taken to run what each job
+    asks; ``"ditto"`` needs a learner that states it (it must return ``TrainResult.personal_state``)."""
+
+    local_scheme: str

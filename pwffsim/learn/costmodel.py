@@ -15,7 +15,8 @@ applied to it exactly as to the trained model, and then:
 * **FLOPs per token** come from the same analytic model as the trained model's
   (:class:`pwffsim.learn.cost.TokenFlops`, read from the built modules: gated MLPs, grouped-query
   k/v widths, fused projections, tied or untied LM heads), applied to the same token positions as
-  the trained model's update (sequence length, prompt length, generated tokens);
+  the trained model's update (sequence length, prompt length, generated tokens); also with only one
+  group trainable (``per_token_by_group``: the phases of FedRep's alternating update);
 * **payload bytes** of a transfer = parameters of the global groups x the bytes of
   ``model.update_dtype`` (fp32 4, bf16 / fp16 2).
 
@@ -132,19 +133,26 @@ class ChargedModel:
     base_params: int               # frozen parameters of the base (tied embeddings counted once)
     dtype_bytes: int = 4
     target_modules: tuple[str, ...] = field(default=())
+    # group -> per-token FLOPs when only that group trains (the others frozen: FedRep's phases)
+    per_token_by_group: dict[str, TokenFlops] = field(default_factory=dict)
 
     @classmethod
     def of(cls, name: str, model: nn.Module, update_dtype: str = "fp32") -> ChargedModel:
         """The counts of a peft model with LoRA and adapters (trained or built on ``meta``)."""
-        from .state import GROUPS, _trainable_parameters
+        from .state import GROUPS, _trainable_parameters, frozen
 
         params, group = _trainable_parameters(model)
         counts = {g: int(sum(params[k].numel() for k in params if group[k] == g)) for g in GROUPS}
         base = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         targets = getattr(next(iter(model.peft_config.values()), None), "target_modules", None) or ()
+        by_group = {}
+        for g in GROUPS:
+            if counts[g]:
+                with frozen(p for k, p in params.items() if group[k] != g):
+                    by_group[g] = TokenFlops.of(model)
         return cls(name=name, per_token=TokenFlops.of(model), group_params=counts,
                    base_params=int(base), dtype_bytes=UPDATE_DTYPE_BYTES[update_dtype],
-                   target_modules=tuple(sorted(targets)))
+                   target_modules=tuple(sorted(targets)), per_token_by_group=by_group)
 
     @property
     def trainable_params(self) -> int:

@@ -141,8 +141,9 @@ class NetworkOnlyLearner:
     see the module docstring."""
 
     def __init__(self, counts: ChargedCounts, train_samples_per_client: int | Sequence[int], num_clients: int,
-                 stand_in_loss: float = math.nan):
+                 stand_in_loss: float = math.nan, local_scheme: str = "joint"):
         self.counts = counts
+        self.local_scheme = local_scheme  # counted in ``counts`` (the train spec carries it)
         self._samples = train_samples_per_client
         self.num_clients = int(num_clients)
         self.stand_in_loss = float(stand_in_loss)
@@ -168,7 +169,8 @@ class NetworkOnlyLearner:
     def run(self, job: TrainJob) -> TrainResult:
         return TrainResult(client=job.client, round=job.round, state={}, num_samples=self.num_samples(job.client),
                            train_loss=self.stand_in_loss, eval_loss=math.nan, flops=self.counts.flops,
-                           tokens=self.counts.tokens)
+                           tokens=self.counts.tokens,
+                           personal_state={} if self.local_scheme == "ditto" else None)
 
     def evaluate_metrics(self, state, client: int, pref_help: float, pref_safe: float) -> dict:
         nan = math.nan

@@ -6,7 +6,8 @@ adapter keys their parameter names (``...mlp.adapter.down.weight``). Each key be
 """
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +67,20 @@ class ProximalTerm:
         pull = c / (1.0 + c)
         for p, a in self.pairs:
             p.sub_(p - a, alpha=pull)
+
+
+@contextlib.contextmanager
+def frozen(params: Iterable[nn.Parameter]) -> Iterator[None]:
+    """Inside the block, ``params`` do not require grad (no weight gradient is computed for them,
+    nor an input gradient that only they would need); those that did are restored after."""
+    off = [p for p in params if p.requires_grad]
+    for p in off:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in off:
+            p.requires_grad_(True)
 
 
 def _trainable_parameters(model: nn.Module) -> tuple[dict[str, nn.Parameter], dict[str, str]]:

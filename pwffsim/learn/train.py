@@ -2,7 +2,9 @@
 
 A local update = supervised fine-tuning of the trainable state (LoRA + bottleneck adapters) on the
 client's instruction data, then (``TrainSpec.align_steps > 0``) local multi-objective alignment with
-RLOO on the client's personalized reward ``w_help * r_help + w_safe * r_safe``, then held-out metrics.
+RLOO on the client's personalized reward ``w_help * r_help + w_safe * r_safe``, then held-out metrics
+(``TrainSpec.local_scheme = "joint"``; the FedRep and Ditto procedures are in
+:mod:`pwffsim.learn.local_schemes`, reached from :meth:`Learner.run`).
 
 The learning side knows nothing about simulated time and never imports simpy: the simulator turns
 the FLOPs reported here into compute time and energy with a device profile.
@@ -28,7 +30,7 @@ from torch import Tensor
 
 from .align import PreferenceRewards, ResponseSampler, RLOOAligner
 from .batches import ClientBatches, ClientsView, Rows, epoch_order
-from .contract import TrainJob, TrainResult
+from .contract import LOCAL_SCHEMES, TrainJob, TrainResult
 from .cost import update_cost
 from .costmodel import charged_model
 from .data import DataSpec
@@ -59,6 +61,8 @@ _TRAIN_SPEC_LIMITS: tuple[tuple[str, str, Callable[[float], bool]], ...] = (
     ("align_max_new_tokens", ">= 1", lambda v: v < 1),
     ("align_learning_rate", "> 0", _not_positive_finite),
     ("align_kl_coef", "finite and >= 0", lambda v: not (v >= 0 and math.isfinite(v))),
+    ("fedrep_global_steps", ">= 0", lambda v: v < 0),
+    ("ditto_lambda", "finite and >= 0", lambda v: not (v >= 0 and math.isfinite(v))),
 )
 #: ``(field, choices)`` of :class:`TrainSpec`'s named options.
 _TRAIN_SPEC_CHOICES = (("optimizer", OPTIMIZERS), ("loss_average", LOSS_AVERAGES),
@@ -93,8 +97,16 @@ class TrainSpec:
     # Charge the measurement (held-out eval and greedy metric decoding) to the device's FLOPs too;
     # default: only training and alignment are charged (pwffsim.learn.cost).
     charge_measurement: bool = False
+    # The local procedure (pwffsim.learn.contract.LOCAL_SCHEMES; pwffsim.learn.local_schemes) and its
+    # knobs: FedRep's supervised steps on the global part (adapters) after the personal ones, Ditto's
+    # pull lambda/2 ||v_k - w||^2 of the personal model towards the downloaded global one.
+    local_scheme: str = "joint"
+    fedrep_global_steps: int = 1
+    ditto_lambda: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.local_scheme not in LOCAL_SCHEMES:
+            raise ValueError(f"local_scheme must be one of {LOCAL_SCHEMES}, got {self.local_scheme!r}")
         for name, requirement, violated in _TRAIN_SPEC_LIMITS:
             value = getattr(self, name)
             if violated(value):
@@ -168,15 +180,23 @@ class Learner:
         self.trainable_state = TrainableState(self.model)
         # What devices are charged for: this model, or model_spec.cost_model built on meta.
         self.charged = charged_model(self.model, model_spec)
+        if ts.local_scheme == "fedrep" and not (self.group_keys("lora") and self.group_keys("adapter")):
+            raise ValueError("local_scheme 'fedrep' trains LoRA (personal) and adapters (global) in turn: "
+                             "the model needs both (adapter_size > 0)")
         self._cost, self.cost_breakdown = update_cost(
             self.charged.per_token, ts, self.charged.trainable_params, self.prompt_len,
-            len(self.clients))
+            len(self.clients), self.charged.per_token_by_group)
 
     # ---------------------------------------------------------------------------------- info
     @property
     def prompt_len(self) -> int:
         """The fixed (left-padded) prompt length ``P`` in tokens."""
         return self.batches.prompt_len
+
+    @property
+    def local_scheme(self) -> str:
+        """The local procedure this learner runs (``TrainSpec.local_scheme``; every job must ask for it)."""
+        return self.train_spec.local_scheme
 
     @property
     def num_clients(self) -> int:
@@ -293,19 +313,23 @@ class Learner:
                                         ["objective"] if samples else float("nan"))
         return m
 
-    def _supervised_steps(self, client: int, gen: torch.Generator, prox) -> float:
-        """``local_steps`` steps of a fresh ``optimizer`` on batches of ``client``'s training rows,
-        drawn in :func:`~pwffsim.learn.batches.epoch_order`, each followed by the proximal step
+    def _supervised_steps(self, client: int, gen: torch.Generator, prox, params=None,
+                          steps: int | None = None) -> float:
+        """``steps`` (default ``local_steps``) steps of a fresh ``optimizer`` on ``params`` (default
+        every trainable parameter) on batches of ``client``'s training rows, drawn in
+        :func:`~pwffsim.learn.batches.epoch_order`, each followed by the proximal step
         (``prox_form = "decoupled"``) or with the term in the loss (``"gradient"``); the mean loss
         (without the proximal term; nan if no step)."""
         ts = self.train_spec
+        steps = ts.local_steps if steps is None else steps
         ids, labels = self.batches[client].train
-        order = epoch_order(ids.shape[0], ts.local_steps * ts.batch_size, gen)
+        order = epoch_order(ids.shape[0], steps * ts.batch_size, gen)
         losses = []
-        if ts.local_steps:
-            opt = make_optimizer(ts.optimizer, self.trainable_state.trainable, ts.learning_rate)
+        if steps:
+            opt = make_optimizer(ts.optimizer, self.trainable_state.trainable if params is None else params,
+                                 ts.learning_rate)
             self.model.train()
-            for s in range(ts.local_steps):
+            for s in range(steps):
                 idx = order[s * ts.batch_size:(s + 1) * ts.batch_size]
                 loss = response_loss(self.model, ids[idx], labels[idx], ts.loss_average)
                 losses.append(loss.detach())
@@ -318,11 +342,27 @@ class Learner:
             opt.zero_grad(set_to_none=True)
         return float(torch.stack(losses).mean()) if losses else float("nan")
 
+    def global_only_loss(self, client: int, state: Mapping[str, Tensor],
+                         personal_reset: Mapping[str, Tensor] | None) -> float:
+        """Eval loss of ``state`` with its personal part at its initial values ``personal_reset``
+        (the personalization gap's reference, on the same rows); nan without a personal part."""
+        if not personal_reset:
+            return float("nan")
+        self.trainable_state.load({**state, **personal_reset})
+        return self._eval_loss(client)
+
     def run(self, job: TrainJob) -> TrainResult:
         """One local update of ``job.client`` (see the class docstring); deterministic given
         ``job`` (see the module docstring)."""
         c = self._check_client(job.client)
         _check_preferences(job)
+        if job.local_scheme != self.local_scheme:
+            raise ValueError(f"a {job.local_scheme!r} job for a learner built for local_scheme "
+                             f"{self.local_scheme!r} (TrainSpec.local_scheme)")
+        if self.local_scheme != "joint":
+            from .local_schemes import run_local_scheme
+
+            return run_local_scheme(self, job)
         b = self.batches[c]  # made now if this is the client's first use (draws no torch randomness)
         torch.manual_seed(job.seed)
         gen = torch.Generator().manual_seed(job.seed)
@@ -335,10 +375,7 @@ class Learner:
         self.model.eval()
         m = self._metrics(c, job.pref_help, job.pref_safe)
         trained = st.extract()
-        global_only = float("nan")
-        if job.personal_reset:  # the same model with the personal part at its initial values
-            st.load({**trained, **job.personal_reset})
-            global_only = self._eval_loss(c)
+        global_only = self.global_only_loss(c, trained, job.personal_reset)
         flops, tokens = self._cost
         return TrainResult(client=job.client, round=job.round, state=trained,
                            num_samples=b.train[0].shape[0], train_loss=train_loss,

@@ -293,17 +293,24 @@ PWFF_SCHEMES: dict[str, tuple[str, ...]] = {
     "lora-global": ("lora",),        # the reverse
     "fedavg-all": ("adapter", "lora"),
     "local-only": (),                # nothing leaves the device
+    "fedrep": ("adapter",),          # FedRep: pwff's split, the local update alternates personal then global
+    "ditto": ("adapter", "lora"),    # Ditto: fedavg-all's global track + a personal full model per device
 }
+
+#: The local procedure of each scheme (pwffsim.learn.contract.LOCAL_SCHEMES); "joint" if not listed.
+PWFF_LOCAL_SCHEME: dict[str, str] = {"fedrep": "fedrep", "ditto": "ditto"}
 
 
 class PWFFConfig(_Section):
     """Personalized wireless federated fine-tuning: what is global, what is personal, and each device's preferences."""
 
-    scheme: Literal["pwff", "lora-global", "fedavg-all", "local-only"] = Field(
-        "pwff", description="Global partial aggregation: 'pwff' (adapters global, LoRA personal), 'lora-global' (LoRA global, adapters personal), 'fedavg-all' (both global), 'local-only' (nothing global, no transfers)."
+    scheme: Literal["pwff", "lora-global", "fedavg-all", "local-only", "fedrep", "ditto"] = Field(
+        "pwff", description="Global partial aggregation: 'pwff' (adapters global, LoRA personal), 'lora-global' (LoRA global, adapters personal), 'fedavg-all' (both global), 'local-only' (nothing global, no transfers); personalized-FL baselines: 'fedrep' (FedRep, Collins et al. 2021: pwff's split, but the local update first trains the personal LoRA alone for fl.local_steps steps and the alignment steps, then the global adapters alone for pwff.fedrep_global_steps steps; uploads the adapters), 'ditto' (Ditto, Li et al. 2021: the global model is LoRA + adapters trained exactly as 'fedavg-all'; each selected device also updates its own personal full model from its last value with the pull ditto_lambda/2 ||v - w||^2 towards the downloaded global w, and is measured on it; uploads the global update, computes both: 2x the FLOPs)."
     )
     prox_mu: float = Field(1.0, ge=0, description="Proximal coefficient mu (nats per squared parameter unit): the term mu/2 ||theta_k - theta_global||^2 on the global part, applied as pwff.prox_form says (decoupled: each optimizer step at learning rate lr is followed by a pull of lr mu / (1 + lr mu) of the way to theta_global). Default 1: at the default learning rates a local update (5 + 2 steps) pulls the global part about 1.2% of the way back (the former default 0.01 pulled only under the gradient form, through AdamW's normalisation).")
     prox_form: Literal["decoupled", "gradient"] = Field("decoupled", description="How the proximal term acts: 'decoupled' = after every optimizer step (supervised and alignment) the exact proximal step theta <- (theta + lr mu theta_global) / (1 + lr mu) with that step's learning rate (mu scales the pull whatever the optimizer; stable for any mu); 'gradient' = the term is added to the loss and its gradient goes through the optimizer (under AdamW mu then barely matters: the per-coordinate normalisation turns even a tiny proximal gradient into a full lr-sized step).")
+    fedrep_global_steps: int = Field(1, ge=0, description="scheme='fedrep': supervised steps on the global part (adapters, LoRA frozen) after the fl.local_steps steps on the personal part (steps; 0: the upload equals the download).")
+    ditto_lambda: float = Field(0.1, ge=0, allow_inf_nan=False, description="scheme='ditto': weight lambda of the personal model's pull lambda/2 ||v_k - w||^2 towards the downloaded global model w (per squared parameter unit; 0: a plain local update of v_k).")
     preference: Literal["uniform", "fixed", "explicit"] = Field(
         "uniform", description="Client weights (w_help, w_safe = 1 - w_help): 'uniform' draws w_help ~ U(0, 1) per client; 'fixed' uses w_help for all; 'explicit' takes w_help_per_client."
     )
@@ -328,6 +335,11 @@ class PWFFConfig(_Section):
     @property
     def global_groups(self) -> tuple[str, ...]:
         return PWFF_SCHEMES[self.scheme]
+
+    @property
+    def local_scheme(self) -> str:
+        """The scheme's local procedure: 'fedrep', 'ditto' or 'joint' (every other scheme)."""
+        return PWFF_LOCAL_SCHEME.get(self.scheme, "joint")
 
 
 class ExecutionConfig(_Section):
@@ -388,8 +400,9 @@ class Scenario(_Section):
                 self.pwff.model_fields_set:
             raise ValueError("data.preference_divergence sets every device's w_help: leave pwff.preference, "
                              "pwff.w_help and pwff.w_help_per_client unset")
-        if self.pwff.scheme == "pwff" and self.model.adapter_size == 0:
-            raise ValueError("pwff.scheme='pwff' aggregates the adapters, but model.adapter_size is 0 (no adapters)")
+        if self.pwff.scheme in ("pwff", "fedrep") and self.model.adapter_size == 0:
+            raise ValueError(f"pwff.scheme={self.pwff.scheme!r} aggregates the adapters, but model.adapter_size is 0 "
+                             "(no adapters)")
         if self.learning.mode == "none" and self.fl.policy == "hierarchical":
             raise ValueError("learning.mode='none' does not support fl.policy='hierarchical' (its edge and cloud "
                              "means need tensors)")

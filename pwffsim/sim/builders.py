@@ -36,7 +36,8 @@ def learner_spec_kwargs(sc: Scenario) -> dict[str, dict]:
                  align_steps=pw.align_steps, align_prompts=pw.align_prompts, align_samples=pw.align_samples,
                  align_max_new_tokens=pw.align_max_new_tokens, align_learning_rate=pw.align_learning_rate,
                  metric_prompts=pw.metric_prompts, help_reward=pw.help_reward, safe_reward=pw.safe_reward,
-                 charge_measurement=f.charge_measurement)
+                 charge_measurement=f.charge_measurement, local_scheme=pw.local_scheme,
+                 fedrep_global_steps=pw.fedrep_global_steps, ditto_lambda=pw.ditto_lambda)
     return {"model": model, "data": data, "train": train}
 
 
@@ -75,10 +76,25 @@ def build_learner(sc: Scenario):
         from ..learn.network_only import NetworkOnlyLearner, charged_counts
 
         return NetworkOnlyLearner(charged_counts(learner_spec_kwargs(sc)), train_sample_counts(sc),
-                                  sc.devices.count, stand_in_loss=1.0 if sc.fl.selection == "oort" else float("nan"))
+                                  sc.devices.count, stand_in_loss=1.0 if sc.fl.selection == "oort" else float("nan"),
+                                  local_scheme=sc.pwff.local_scheme)
     from ..learn.train import Learner
 
     return Learner(*learner_specs(sc), torch_threads=sc.execution.torch_threads)
+
+
+def check_local_scheme(sc: Scenario, learner: Any) -> None:
+    """``ValueError`` unless ``learner`` runs the scenario's local procedure (``pwff.local_scheme``): a
+    learner that states its ``local_scheme`` (:class:`~pwffsim.learn.contract.RunsLocalScheme`) must
+    state this one; one that does not is taken to follow each job's ``local_scheme``, except for
+    Ditto, whose personal models only a learner built for it returns."""
+    want, stated = sc.pwff.local_scheme, getattr(learner, "local_scheme", None)
+    if stated is None and want == "ditto":
+        raise ValueError(f"pwff.scheme='ditto' keeps a personal model per device: it needs a learner built for "
+                         f"local_scheme 'ditto' (TrainResult.personal_state), not {type(learner).__name__}")
+    if stated is not None and stated != want:
+        raise ValueError(f"pwff.scheme={sc.pwff.scheme!r} runs the local procedure {want!r}, but the learner "
+                         f"was built for {stated!r}")
 
 
 def build_executor(sc: Scenario, learner: Any):
@@ -142,6 +158,7 @@ class TrainJobs:
 
     def __init__(self, sc: Scenario, state: Any, split: Any, pref_help: np.ndarray):
         self.seed, self.prox = sc.seed, sc.pwff.prox_mu > 0
+        self.local_scheme = sc.pwff.local_scheme
         self.state, self.split, self.pref_help = state, split, pref_help
 
     def __call__(self, r: int, client: int, glob: dict):
@@ -149,7 +166,10 @@ class TrainJobs:
 
         start = {**glob, **self.state.personal_state.get(client, self.split.initial_personal)}
         w_help = float(self.pref_help[client])
+        # Ditto: the device's own personal model (the initial state until it first trains)
+        personal = (self.state.personal_models.get(client, self.split.initial_model)
+                    if self.local_scheme == "ditto" else None)
         return TrainJob(client=client, round=r, seed=training_seed(self.seed, r, client), start_state=start,
                         pref_help=w_help, pref_safe=1.0 - w_help,
-                        prox_anchor=glob if (glob and self.prox) else None,
-                        personal_reset=self.split.initial_personal or None)
+                        prox_anchor=glob if (glob and self.prox) else None, local_scheme=self.local_scheme,
+                        personal_start=personal, personal_reset=self.split.initial_personal or None)

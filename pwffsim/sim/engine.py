@@ -24,8 +24,8 @@ import simpy
 from ..scenario import Scenario
 from ..trace import TraceWriter
 from .async_rounds import AsyncRounds
-from .builders import (TrainJobs, build_executor, build_learner, build_policy, build_selector, client_preferences,
-                       load_availability)
+from .builders import (TrainJobs, build_executor, build_learner, build_policy, build_selector, check_local_scheme,
+                       client_preferences, load_availability)
 from .client import ClientLifecycle
 from .handover import Handovers, wire_interference
 from .linktrace import LinkTrace
@@ -56,6 +56,7 @@ class Simulation:
         self.world = World(scenario, self.env)
         self.cells, self.devices = self.world.cells, self.world.devices
         self.learner = learner if learner is not None else build_learner(scenario)
+        check_local_scheme(scenario, self.learner)
         self._own_executor = executor is None
         self.executor = executor if executor is not None else build_executor(scenario, self.learner)
         self.policy = policy if policy is not None else build_policy(scenario)
@@ -124,24 +125,30 @@ class Simulation:
         return summary
 
     def _final_evaluation(self) -> None:
-        """Evaluate the clients' final models (the global part and each one's own personal part):
-        every client (``fl.final_evaluation = "all"``), those that trained at least once
-        (``"trained"``) or none (``"none"``). Beside each: the same model with its personal part at
-        its initial values (the personalization gap, on the same rows), the initial model (the base)
-        and always refusing (``objective_always_refuse``), so every scheme is read against them."""
+        """Evaluate the clients' final models (the global part and each one's own personal part; under
+        Ditto each one's personal model, or the global model if it never trained): every client
+        (``fl.final_evaluation = "all"``), those that trained at least once (``"trained"``) or none
+        (``"none"``). Beside each: its global-only model (its personal part at its initial values;
+        Ditto: the global model) on the same rows (the personalization gap), the initial model (the
+        base) and always refusing (``objective_always_refuse``), so every scheme is read against them."""
         trained = self.recorder.trained_rounds()
         which = self.sc.fl.final_evaluation
         clients = range(len(self.devices)) if which == "all" else sorted(trained) if which == "trained" else ()
         base = self.learner.initial_state() if clients else None
         loss_of = getattr(self.learner, "evaluate", None)  # optional: a state's eval loss alone
+        glob = self.state.global_state
+        global_only = {**glob, **self.split.initial_personal}
         for k in clients:
-            personal = self.state.personal_state.get(k, self.split.initial_personal)
+            if self.sc.pwff.local_scheme == "ditto":
+                state = self.state.personal_models.get(k, global_only)
+            else:
+                state = {**glob, **self.state.personal_state.get(k, self.split.initial_personal)}
             w_help = float(self.pref_help[k])
-            m = self.learner.evaluate_metrics({**self.state.global_state, **personal}, k, w_help, 1.0 - w_help)
-            if not self.split.personal_keys:
+            m = self.learner.evaluate_metrics(state, k, w_help, 1.0 - w_help)
+            if state is global_only or (not self.split.personal_keys and self.sc.pwff.local_scheme != "ditto"):
                 m["eval_loss_global_only"] = m["eval_loss"]
             elif callable(loss_of):
-                m["eval_loss_global_only"] = loss_of({**self.state.global_state, **self.split.initial_personal}, k)
+                m["eval_loss_global_only"] = loss_of(global_only, k)
             m["objective_base"] = self.learner.evaluate_metrics(base, k, w_help, 1.0 - w_help)["objective"]
             self.recorder.final_row(k, w_help, trained.get(k, 0), m)
 

@@ -164,8 +164,12 @@ class RoundLoop:
             self.state.last_loss[out.client] = float(out.result().train_loss)
 
     def keep_personal(self, k: int, res: Any) -> None:
-        """Personal parts stay on the device: every client that finished computing keeps its own."""
+        """Personal parts stay on the device: every client that finished computing keeps its own (and,
+        under Ditto, its personal model)."""
         self.state.personal_state[k] = self.split.personal_part(res.state)
+        personal_model = getattr(res, "personal_state", None)
+        if personal_model is not None:
+            self.state.personal_models[k] = personal_model
 
     def update_of(self, out: ClientOutcome, res: Any, staleness: int) -> ClientUpdate:
         return ClientUpdate(client=out.client, start=self.split.global_part(out.start_global),

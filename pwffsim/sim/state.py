@@ -22,12 +22,14 @@ class ModelSplit:
 
     ``charged_payload_bytes``: the size of the global part as the learner charges it (a learner with
     ``charged_payload_bytes(groups)``, e.g. one charged for a real LLM's update, ``model.cost_model``);
-    None: the global tensors' own bytes."""
+    None: the global tensors' own bytes. ``initial_model``: the whole initial state (Ditto's personal
+    model of a device that has not trained yet; the same tensors, not copies)."""
 
     global_keys: list[str]
     personal_keys: list[str]
     initial_personal: dict
     charged_payload_bytes: Optional[int] = None
+    initial_model: dict = field(default_factory=dict)
 
     @classmethod
     def of(cls, learner: Any, initial_state: Mapping, global_groups) -> "ModelSplit":
@@ -36,7 +38,8 @@ class ModelSplit:
         personal_keys = [k for k in initial_state if k not in set(global_keys)]
         charged = getattr(learner, "charged_payload_bytes", None)
         nbytes = int(charged(tuple(sorted(groups)))) if callable(charged) else None
-        return cls(global_keys, personal_keys, {k: initial_state[k] for k in personal_keys}, nbytes)
+        return cls(global_keys, personal_keys, {k: initial_state[k] for k in personal_keys}, nbytes,
+                   dict(initial_state))
 
     def global_part(self, state: Mapping) -> dict:
         return {key: state[key] for key in self.global_keys}
@@ -52,6 +55,9 @@ class RunState:
     round: int = 0
     global_state: dict = field(default_factory=dict)      # the global part (server's copy)
     personal_state: dict = field(default_factory=dict)    # client -> its personal part (never uploaded)
+    # client -> its own full personal model (pwff.scheme = "ditto": v_k, every trainable key; never
+    # uploaded); a separate dict, so its keys never meet the global part's
+    personal_models: dict = field(default_factory=dict)
     rounds_done: int = 0
     version: int = 0                                      # global model version (aggregations so far)
     edge_state: dict = field(default_factory=dict)        # hierarchical: edge server -> its model's global part
