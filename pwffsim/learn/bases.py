@@ -13,7 +13,7 @@ At the default LoRA rank 8 on ``c_attn`` and adapter size 16 (``L x r x 4d`` and
 ``L x (2dm + m + d)``): tiny 4 096 LoRA + 4 256 adapter parameters, small 32 768 + 33 856. One
 default local update (5 supervised steps of 8 x 32 tokens, 2 RLOO steps, eval and 8 metric prompts,
 one torch thread; ``benchmarks/base_models.py``, interleaved, on the shared 2-core machine) took a
-median 0.32 s on tiny and 2.47 s on small.
+median 0.27 s on tiny and 1.64 s on small (another run of 3: 0.32 s and 2.47 s): 6-8x.
 
 The table is the one place the names live: the scenario schema validates ``model.source`` against
 it, ``pwffsim validate`` (torch-free) and the learner resolve the names through :func:`builtin_dir`.
