@@ -172,9 +172,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .learn.pretrain import pretrain_tiny_base
+    from .learn.pretrain import pretrain_base
 
-    path = pretrain_tiny_base(args.out_dir, steps=args.steps, seed=args.seed)
+    path = pretrain_base(args.out_dir, args.size, steps=args.steps, seed=args.seed)
     print(path)
     return 0
 
@@ -216,9 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_compare)
 
-    pt = sub.add_parser("pretrain", help="pre-train the tiny base model on the generated corpus")
+    pt = sub.add_parser("pretrain", help="pre-train a built-in base model on the generated statements")
     pt.add_argument("out_dir")
-    pt.add_argument("--steps", type=int, default=None)
+    pt.add_argument("--size", choices=("tiny", "small"), default="tiny",
+                    help="tiny: builtin-tiny's recipe (125 k parameters); small: builtin-small's (3.26 M)")
+    pt.add_argument("--steps", type=int, default=None, help="default: the recipe's")
     pt.add_argument("--seed", type=int, default=0)
     pt.set_defaults(func=cmd_pretrain)
     return p

