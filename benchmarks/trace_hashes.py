@@ -39,6 +39,10 @@ VARIANTS = {
     "selection/channel": ["fl.selection='channel'"],
     "scheme/fedavg-all": ["pwff.scheme='fedavg-all'"],
     "scheme/local-only": ["pwff.scheme='local-only'"],
+    "scheme/fedrep": ["pwff.scheme='fedrep'"],
+    "scheme/ditto": ["pwff.scheme='ditto'"],
+    "data/divergence": ["data.preference_divergence=1.0"],
+    "train/sgd-kl": ["fl.optimizer='sgd'", "pwff.align_kl_coef=0.1"],
 }
 
 
