@@ -8,9 +8,10 @@ and reports
 * mean round delay (simulated s),
 * total device energy (J),
 * mean personalized objective of every client's final model (global part + its own personal part;
-  under ``ditto`` its personal model),
-  on its own held-out prompts, w_help r_help + w_safe r_safe,
-* mean personalization gap (loss on other clients' held-out data minus loss on its own).
+  under ``ditto`` its personal model) on its own stratified metric prompts (:mod:`pwffsim.learn.metrics`),
+  beside the always-refuse floor and the untrained base on the same prompts,
+* mean personalization gap on each device's own held-out rows (its global-only model's loss minus its
+  final model's).
 
 Every scheme sees the same channel, placement, data and preferences on a given seed (common random
 numbers: each stream is seeded from the scenario seed alone).
@@ -51,6 +52,8 @@ def run_one(scenario_path, overrides, scheme, seed) -> dict:
         "objective": s["final_objective_mean"],
         "gap": s["final_personalization_gap_mean"],
         "eval_loss": s["final_eval_loss_mean"],
+        "floor": s["reference_objective_always_refuse_mean"],
+        "base": s["reference_objective_base_mean"],
     }
 
 
@@ -75,6 +78,9 @@ def main() -> None:
         rows[scheme] = [run_one(args.scenario, args.set, scheme, seed) for seed in seeds]
     print(f"scenario: {args.scenario or 'built-in default'} {' '.join(args.set)}; seeds {seeds}; "
           f"mean ± sd over seeds; wall time {time.perf_counter() - t0:.0f} s\n")
+    first = next(iter(rows.values()))
+    print(f"always-refuse objective {fmt([r['floor'] for r in first], '.3f')}, untrained base "
+          f"{fmt([r['base'] for r in first], '.3f')} (the same for every scheme)\n")
     print("| scheme | upload bytes / round | mean round delay (s) | device energy (J) | final objective | "
           "final eval loss (own) | personalization gap |")
     print("|---|---|---|---|---|---|---|")
