@@ -17,13 +17,12 @@ A malformed file raises one line ``ValueError("<path>:<line>: field '<field>' (J
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from .data import Sample
-from .jsonl import DEFAULT_TOPIC
+from .jsonl import DEFAULT_TOPIC, json_objects
 
 __all__ = ["FIELD_NAMES", "FileRows", "ClientId", "client_sort_key", "field_map", "read_rows"]
 
@@ -109,27 +108,12 @@ def read_rows(path: str | Path, fields: Mapping[str, str] | None = None,
               required_client: bool = False) -> FileRows:
     """Every row of the JSONL file ``path`` through the mapping ``fields`` (see the module docstring)."""
     keys = field_map(fields)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}:0: cannot read the file as UTF-8 JSON Lines ({e.__class__.__name__}: "
-                         f"{getattr(e, 'strerror', None) or e})") from None
     samples, clients, lines = [], [], []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); "
-                             "expected one JSON object per line") from None
+    for i, where, obj in json_objects(path):
         if not isinstance(obj, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         row = _Row(obj, where, keys)
         samples.append(_sample(row))
         clients.append(row.client(required_client))
         lines.append(i)
-    if not samples:
-        raise ValueError(f"{path}:1: empty file; expected one JSON object per line")
     return FileRows(str(path), tuple(samples), tuple(clients), tuple(lines))

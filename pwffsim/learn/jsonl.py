@@ -76,28 +76,33 @@ def parse_record(obj, where: str = "<record>") -> Sample:
                   answer=answer, rejected=rejected)
 
 
-def load_jsonl_samples(path) -> list[Sample]:
-    """Read a JSON Lines file of Alpaca records or preference pairs (see the module docstring)."""
-    p = Path(path)
+def json_objects(path) -> list[tuple[int, str, object]]:
+    """``(line number, "path:line", parsed value)`` of every non-blank line of the JSON Lines file
+    ``path``; one-line ``ValueError`` naming the file (and line) if it cannot be read, a line is not
+    JSON or there is no line at all."""
     try:
-        text = p.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}:0: cannot read the file ({e.__class__.__name__}: "
-                         f"{getattr(e, 'strerror', None) or e})") from e
+        raise ValueError(f"{path}:0: cannot read the file as UTF-8 JSON Lines ({e.__class__.__name__}: "
+                         f"{getattr(e, 'strerror', None) or e})") from None
     out = []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{i}"
         try:
-            obj = json.loads(line)
+            out.append((i, where, json.loads(line)))
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno}); "
                              "expected one JSON object per line") from None
-        out.append(parse_record(obj, where))
     if not out:
         raise ValueError(f"{path}:1: empty file; expected one JSON object per line")
     return out
+
+
+def load_jsonl_samples(path) -> list[Sample]:
+    """Read a JSON Lines file of Alpaca records or preference pairs (see the module docstring)."""
+    return [parse_record(obj, where) for _, where, obj in json_objects(path)]
 
 
 def _client_shares(rng: np.random.Generator, num_clients: int, alpha: float) -> np.ndarray:
