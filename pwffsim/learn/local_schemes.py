@@ -10,7 +10,7 @@ personal head), but the head and the representation train in turn instead of joi
 1. the personal part alone (adapters frozen: ``requires_grad`` off, not in the optimizer):
    ``local_steps`` supervised steps, then the ``align_steps`` RLOO steps (the personal objective is
    the head's), no proximal term (it would anchor only the frozen global part);
-2. the global part alone (LoRA frozen): ``fedrep_global_steps`` supervised steps (a fresh AdamW),
+2. the global part alone (LoRA frozen): ``fedrep_global_steps`` supervised steps (a fresh ``TrainSpec.optimizer``),
    with the proximal term ``prox_mu`` on the anchor's global keys.
 
 The batches of both phases come from one generator seeded with ``job.seed`` (phase 1's permutations,

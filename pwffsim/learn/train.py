@@ -371,7 +371,7 @@ class Learner:
         prox = st.proximal_term(job.prox_anchor, self.train_spec.prox_mu, self.train_spec.prox_form)
         train_loss = self._supervised_steps(c, gen, prox)
         align_reward, skipped = self.aligner.run(b.train_prompts, b.data.train, gen,
-                                        st.trainable, prox, job.pref_help, job.pref_safe)
+                                                 st.trainable, prox, job.pref_help, job.pref_safe)
         self.model.eval()
         m = self._metrics(c, job.pref_help, job.pref_safe)
         trained = st.extract()
