@@ -116,7 +116,11 @@ class Simulation:
                 for dev in self.devices:
                     self.env.process(handovers.track(dev))
             self.env.run(until=proc)
-        finally:
+        except BaseException:  # Ctrl-C or an error: stop the training at once, no job is waited for
+            if self._own_executor:
+                getattr(self.executor, "abort", self.executor.close)()
+            raise
+        else:
             if self._own_executor:
                 self.executor.close()
         self._final_evaluation()

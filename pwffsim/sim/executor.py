@@ -10,11 +10,21 @@ tables: in-process and process-pool runs give identical traces.
   run).
 * :class:`ProcessPoolExecutor` sends each job to a pool of worker processes (``spawn``) as soon as it
   is submitted, so training overlaps the event loop and other clients' training.
+
+Workers never outlive the run: each one watches its parent (:func:`_exit_with_parent`: a daemon thread
+that ends the worker within :data:`PARENT_POLL_S` once the main process is gone, even after a
+``kill -9`` of it) and ignores SIGINT, so a Ctrl-C reaches the main process alone, which stops the
+pool (pending jobs cancelled) on its way out.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
+import os
+import signal
+import threading
+import time
 from typing import Any, Protocol
 
 from ..learn.contract import Learner, TrainJob, TrainResult
@@ -64,11 +74,40 @@ class InProcessExecutor:
 
 _WORKER_LEARNER: Learner | None = None
 
+#: How often a worker checks that the main process is still there (s).
+PARENT_POLL_S = 0.2
 
-def _init_worker(specs: tuple[Any, Any, Any, int]) -> None:
+
+def _exit_with_parent(parent_pid: int, poll_s: float = PARENT_POLL_S) -> None:
+    """Start a daemon thread that ends this process as soon as its parent ``parent_pid`` is gone (the
+    process is then re-parented, so ``os.getppid()`` changes), whatever killed the parent."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="pwffsim-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored inside the block (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _init_worker(specs: tuple[Any, Any, Any, int], parent_pid: int) -> None:
     from ..learn.train import Learner as TorchLearner
 
     global _WORKER_LEARNER
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _exit_with_parent(parent_pid)
     model_spec, data_spec, train_spec, threads = specs
     _WORKER_LEARNER = TorchLearner(model_spec, data_spec, train_spec, torch_threads=threads)
 
@@ -83,11 +122,26 @@ class ProcessPoolExecutor:
         ctx = mp.get_context("spawn")
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=ctx, initializer=_init_worker,
-            initargs=((model_spec, data_spec, train_spec, torch_threads),),
+            initargs=((model_spec, data_spec, train_spec, torch_threads), os.getpid()),
         )
 
     def submit(self, job: TrainJob) -> cf.Future:
-        return self._pool.submit(_run_in_worker, job)
+        # Workers start on demand inside submit: started with SIGINT ignored (kept across exec, and
+        # Python keeps an ignored SIGINT ignored), a Ctrl-C cannot interrupt one while it imports.
+        with _sigint_ignored():
+            return self._pool.submit(_run_in_worker, job)
 
     def close(self) -> None:
+        """Wait for the running jobs, cancel the pending ones, stop the workers."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Stop now (Ctrl-C, an error): cancel every pending job and terminate the workers without
+        waiting for the running ones."""
+        processes = list((getattr(self._pool, "_processes", None) or {}).values())
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+        for p in processes:
+            p.join(timeout=5)
