@@ -126,7 +126,8 @@ def longest_sample(sc: Scenario) -> tuple[int, int] | None:
         samples = file_index(make_data_spec(**learner_spec_kwargs(sc)["data"])).all_samples()
         pairs = [(s.prompt, s.response) for s in samples]
     else:
-        pairs = [pr for t in TOPICS[:sc.data.num_topics] for pr in t.sft_pairs(share)]
+        detailed = sc.data.preference_divergence is not None  # the longer, detailed answers too
+        pairs = [pr for t in TOPICS[:sc.data.num_topics] for pr in t.sft_pairs(share, detailed=detailed)]
     lens = [(len(tok.encode(p, add_special_tokens=False).ids),
              len(tok.encode(" " + r, add_special_tokens=False).ids)) for p, r in pairs]
     return max(p + r + 1 for p, r in lens), max(p for p, _ in lens)
