@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .clients import ClientData, client_metric_samples, reference_clients
-from .data import TOPICS, DataSpec, Sample, rows_from_ids
+from .data import DataSpec, Sample, rows_from_ids
 from .filedata import is_file_data, source_client_data, source_client_eval, token_report
 
 #: ``(input_ids, labels)`` rows, ``[n, seq_len]`` each.
@@ -57,10 +57,8 @@ def round_robin(sets: Sequence[Sequence[Sample]], n: int) -> list[Sample]:
 
 def longest_lengths(spec: DataSpec, tokenizer) -> tuple[int, int]:
     """``(row, prompt)``: the most tokens a row (prompt + response + eos) and a prompt of ``spec``'s
-    data can have, over every fact of its topics (:meth:`~pwffsim.learn.data.Topic.sft_pairs`)."""
-    divergent = spec.preference_divergence is not None  # answers may be detailed, and refusals
-    share = 0.5 if divergent else spec.borderline_refusal_share
-    pairs = [pr for t in TOPICS[:spec.num_topics] for pr in t.sft_pairs(share, detailed=divergent)]
+    data can have, over every fact of its topics (:meth:`~pwffsim.learn.data.DataSpec.every_sft_pair`)."""
+    pairs = spec.every_sft_pair()
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
     responses = tokenizer([" " + r for _, r in pairs], add_special_tokens=False)["input_ids"]
     return (max(len(p) + len(r) + 1 for p, r in zip(prompts, responses)),

@@ -38,6 +38,9 @@ The model (FLOPs of the matmuls; a multiply-add is 2 FLOPs)::
     align_reference       = align_steps * ref(A)   only with align_kl_coef > 0  always
     eval                  = E * S * fwd(S) * (1 + [num_clients > 1])   with charge_measurement
                             E = eval_batches * batch_size rows, own eval + the others' pool
+                            (the personalization gap's pass with the personal part reset,
+                            ``TrainJob.personal_reset``, is a measurement never charged: whether
+                            a job carries one is the scheme's, not the learner's, to say)
     metrics               = gen(metric_prompts)   greedy metric decoding    with charge_measurement
     tokens                = the token positions of every forward of a part (padding included)
 

@@ -396,6 +396,14 @@ class DataSpec:
 
             check_divergence(self.preference_divergence)
 
+    def every_sft_pair(self) -> list[tuple[str, str]]:
+        """Every ``(prompt, SFT response)`` this spec's data can hold (:meth:`Topic.sft_pairs` over its
+        topics; under a preference divergence both borderline answers and the detailed ones): what
+        the fixed prompt and row lengths are bounded by."""
+        divergent = self.preference_divergence is not None
+        share = 0.5 if divergent else self.borderline_refusal_share
+        return [pr for t in TOPICS[:self.num_topics] for pr in t.sft_pairs(share, detailed=divergent)]
+
     def train_samples(self, client: int) -> int:
         """The number of training samples of ``client`` (O(1): nothing is generated)."""
         n = self.train_samples_per_client

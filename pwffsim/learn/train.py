@@ -65,8 +65,8 @@ _TRAIN_SPEC_LIMITS: tuple[tuple[str, str, Callable[[float], bool]], ...] = (
     ("ditto_lambda", "finite and >= 0", lambda v: not (v >= 0 and math.isfinite(v))),
 )
 #: ``(field, choices)`` of :class:`TrainSpec`'s named options.
-_TRAIN_SPEC_CHOICES = (("optimizer", OPTIMIZERS), ("loss_average", LOSS_AVERAGES),
-                       ("prox_form", PROX_FORMS))
+_TRAIN_SPEC_CHOICES = (("local_scheme", LOCAL_SCHEMES), ("optimizer", OPTIMIZERS),
+                       ("loss_average", LOSS_AVERAGES), ("prox_form", PROX_FORMS))
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,6 @@ class TrainSpec:
     ditto_lambda: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.local_scheme not in LOCAL_SCHEMES:
-            raise ValueError(f"local_scheme must be one of {LOCAL_SCHEMES}, got {self.local_scheme!r}")
         for name, requirement, violated in _TRAIN_SPEC_LIMITS:
             value = getattr(self, name)
             if violated(value):

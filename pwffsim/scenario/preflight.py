@@ -115,9 +115,8 @@ def longest_sample(sc: Scenario) -> tuple[int, int] | None:
         return None
     from tokenizers import Tokenizer
 
-    from ..learn.data import TOPICS, DataSpec
+    from ..learn.data import DataSpec
 
-    share = DataSpec(num_clients=1).borderline_refusal_share
     tok = Tokenizer.from_file(str(tok_file))
     if sc.data.source == "jsonl":
         from ..learn.filedata import file_index, make_data_spec
@@ -126,8 +125,8 @@ def longest_sample(sc: Scenario) -> tuple[int, int] | None:
         samples = file_index(make_data_spec(**learner_spec_kwargs(sc)["data"])).all_samples()
         pairs = [(s.prompt, s.response) for s in samples]
     else:
-        detailed = sc.data.preference_divergence is not None  # the longer, detailed answers too
-        pairs = [pr for t in TOPICS[:sc.data.num_topics] for pr in t.sft_pairs(share, detailed=detailed)]
+        pairs = DataSpec(num_clients=1, num_topics=sc.data.num_topics,
+                         preference_divergence=sc.data.preference_divergence).every_sft_pair()
     lens = [(len(tok.encode(p, add_special_tokens=False).ids),
              len(tok.encode(" " + r, add_special_tokens=False).ids)) for p, r in pairs]
     return max(p + r + 1 for p, r in lens), max(p for p, _ in lens)

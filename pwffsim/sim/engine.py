@@ -138,18 +138,19 @@ class Simulation:
         trained = self.recorder.trained_rounds()
         which = self.sc.fl.final_evaluation
         clients = range(len(self.devices)) if which == "all" else sorted(trained) if which == "trained" else ()
-        base = self.learner.initial_state() if clients else None
+        base = self.split.initial_model  # the initial state (the base: no fine-tuning)
         loss_of = getattr(self.learner, "evaluate", None)  # optional: a state's eval loss alone
         glob = self.state.global_state
         global_only = {**glob, **self.split.initial_personal}
+        ditto = self.sc.pwff.local_scheme == "ditto"
         for k in clients:
-            if self.sc.pwff.local_scheme == "ditto":
+            if ditto:
                 state = self.state.personal_models.get(k, global_only)
             else:
                 state = {**glob, **self.state.personal_state.get(k, self.split.initial_personal)}
             w_help = float(self.pref_help[k])
             m = self.learner.evaluate_metrics(state, k, w_help, 1.0 - w_help)
-            if state is global_only or (not self.split.personal_keys and self.sc.pwff.local_scheme != "ditto"):
+            if state is global_only or not (ditto or self.split.personal_keys):  # nothing personal
                 m["eval_loss_global_only"] = m["eval_loss"]
             elif callable(loss_of):
                 m["eval_loss_global_only"] = loss_of(global_only, k)
