@@ -90,6 +90,9 @@ class TrainResult:
     # Ditto only: the device's personal full model v_k after its update (never uploaded); the
     # eval/reward/objective metrics above are then v_k's, ``state`` is the global track's.
     personal_state: dict[str, Tensor] | None = None
+    # False while the held-out metrics above are still to be taken (a real learner's ``train``
+    # returns such a result, its ``measure`` fills them in); a learner's ``run`` returns measured ones.
+    measured: bool = True
 
 
 @runtime_checkable
@@ -169,3 +172,21 @@ class RunsLocalScheme(Protocol):
     asks; ``"ditto"`` needs a learner that states it (it must return ``TrainResult.personal_state``)."""
 
     local_scheme: str
+
+
+@runtime_checkable
+class MeasuresApart(Protocol):
+    """Optional, beside :class:`Learner`: a learner whose local update splits into the training the
+    aggregation needs and the held-out measurement only the traces need, so that a parallel executor
+    can measure one round's clients while the next round trains. ``measure(job, train(job))`` equals
+    ``run(job)`` exactly."""
+
+    def train(self, job: TrainJob) -> TrainResult:
+        """:meth:`Learner.run` without its held-out metrics (NaN; ``measured`` False), unless the
+        learner measures as it trains (then the full, measured result)."""
+        ...
+
+    def measure(self, job: TrainJob, result: TrainResult) -> TrainResult:
+        """``result`` (of :meth:`train` for ``job``) with its held-out metrics; ``result`` itself if
+        it is already measured."""
+        ...

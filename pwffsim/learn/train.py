@@ -22,7 +22,7 @@ default 1).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 import torch
@@ -243,6 +243,14 @@ class Learner:
         parameters in the charged model x ``update_dtype`` bytes (:mod:`pwffsim.learn.costmodel`)."""
         return self.charged.payload_bytes(groups)
 
+    def describe(self) -> dict:
+        """What an orchestrator in another process needs of this learner, in plain values: the
+        ``initial_state``, every key's ``groups`` (:meth:`parameter_group`), ``cost``
+        (:meth:`estimate_cost`) and ``local_scheme`` (see :class:`pwffsim.sim.remote.RemoteLearner`)."""
+        init = self.initial_state()
+        return {"initial_state": init, "groups": {k: self.parameter_group(k) for k in init},
+                "cost": self.estimate_cost(), "local_scheme": self.local_scheme}
+
     # ---------------------------------------------------------------------------------- work
     def _check_client(self, client: int) -> int:
         if not 0 <= client < self.num_clients:
@@ -351,7 +359,15 @@ class Learner:
 
     def run(self, job: TrainJob) -> TrainResult:
         """One local update of ``job.client`` (see the class docstring); deterministic given
-        ``job`` (see the module docstring)."""
+        ``job`` (see the module docstring): :meth:`train`, then :meth:`measure`."""
+        res = self.train(job)
+        return res if res.measured else self._measure_loaded(job, res)
+
+    def train(self, job: TrainJob) -> TrainResult:
+        """The training of :meth:`run` alone: the trained state, its weight, training loss and cost;
+        the held-out metrics are NaN and ``measured`` False until :meth:`measure` (the aggregation
+        needs only this part; a pool measures while the next round trains). Under ``fedrep`` and
+        ``ditto`` the result comes measured (their metrics are taken between their phases)."""
         c = self._check_client(job.client)
         _check_preferences(job)
         if job.local_scheme != self.local_scheme:
@@ -370,16 +386,27 @@ class Learner:
         train_loss = self._supervised_steps(c, gen, prox)
         align_reward, skipped = self.aligner.run(b.train_prompts, b.data.train, gen,
                                                  st.trainable, prox, job.pref_help, job.pref_safe)
-        self.model.eval()
-        m = self._metrics(c, job.pref_help, job.pref_safe)
-        trained = st.extract()
-        global_only = self.global_only_loss(c, trained, job.personal_reset)
         flops, tokens = self._cost
-        return TrainResult(client=job.client, round=job.round, state=trained,
-                           num_samples=b.train[0].shape[0], train_loss=train_loss,
-                           eval_loss=m["eval_loss"], flops=flops, tokens=tokens,
-                           reward_help=m["reward_help"], reward_safe=m["reward_safe"],
-                           objective=m["objective"], eval_loss_others=m["eval_loss_others"],
-                           reward_help_borderline=m["reward_help_borderline"],
-                           eval_loss_global_only=global_only, align_reward=align_reward,
-                           align_steps_skipped=skipped)
+        return TrainResult(client=job.client, round=job.round, state=st.extract(),
+                           num_samples=b.train[0].shape[0], train_loss=train_loss, eval_loss=float("nan"),
+                           flops=flops, tokens=tokens, align_reward=align_reward,
+                           align_steps_skipped=skipped, measured=False)
+
+    def measure(self, job: TrainJob, res: TrainResult) -> TrainResult:
+        """``res`` (of :meth:`train` for ``job``) with the held-out metrics of its trained state: the
+        same values :meth:`run` gives (greedy decoding and eval losses draw no randomness)."""
+        if res.measured:
+            return res
+        self._check_client(job.client)
+        self.trainable_state.load(res.state)
+        return self._measure_loaded(job, res)
+
+    def _measure_loaded(self, job: TrainJob, res: TrainResult) -> TrainResult:
+        """:meth:`measure` with ``res.state`` already in the model."""
+        self.model.eval()
+        m = self._metrics(job.client, job.pref_help, job.pref_safe)
+        global_only = self.global_only_loss(job.client, res.state, job.personal_reset)
+        return replace(res, eval_loss=m["eval_loss"], reward_help=m["reward_help"], reward_safe=m["reward_safe"],
+                       objective=m["objective"], eval_loss_others=m["eval_loss_others"],
+                       reward_help_borderline=m["reward_help_borderline"], eval_loss_global_only=global_only,
+                       measured=True)

@@ -92,7 +92,7 @@ class AsyncRounds(RoundLoop):
         self.finished.append(out)
         self.note_outcome(out, out.t_start_s)
         if out.handle is not None:
-            res = out.result()
+            res = out.trained()
             self.keep_personal(k, res)
             if out.arrived:
                 self.buffer.append((out, res))
@@ -104,10 +104,9 @@ class AsyncRounds(RoundLoop):
         yield env.timeout(self.fl.aggregation_time_s)
         updates = [self.update_of(o, res, self.state.version - o.start_version) for o, res in self.buffer]
         yield from self.policy.aggregation_process(r, updates)
-        trained = [o.result() for o in self.finished if o.handle is not None]
-        metrics = self.learning_metrics([res for _, res in self.buffer], trained)
+        trained = [o for o in self.finished if o.handle is not None]
         staleness = {id(o): u.staleness for (o, _), u in zip(self.buffer, updates)}
-        self.close_aggregation(r, self.t_window, t_agg, self.finished, len(self.buffer), self.nbytes, metrics,
-                               staleness)
+        self.close_aggregation(r, self.t_window, t_agg, self.finished, [o for o, _ in self.buffer], trained,
+                               self.nbytes, staleness)
         self.buffer, self.finished = [], []
         self.t_window = env.now

@@ -97,14 +97,38 @@ def check_local_scheme(sc: Scenario, learner: Any) -> None:
                          f"was built for {stated!r}")
 
 
-def build_executor(sc: Scenario, learner: Any):
-    """Where training runs: in this process (lazily), or a pool of worker processes."""
+def trains_in_workers(sc: Scenario) -> bool:
+    """Whether the scenario's training runs in worker processes (``execution.executor`` a pool, and
+    something to train)."""
+    return sc.execution.executor == "process" and not network_only(sc)
+
+
+def build_executor(sc: Scenario, learner: Any = None):
+    """Where training runs: in this process (lazily, on ``learner``), or a pool of worker processes
+    (each with its own learner; ``learner`` is not used)."""
     from .executor import InProcessExecutor, ProcessPoolExecutor
 
-    if sc.execution.executor == "process" and not network_only(sc):  # nothing to train: no pool
+    if trains_in_workers(sc):
         return ProcessPoolExecutor(*learner_specs(sc), torch_threads=sc.execution.torch_threads,
                                    workers=sc.execution.workers)
-    return InProcessExecutor(learner)
+    return InProcessExecutor(learner if learner is not None else build_learner(sc))
+
+
+def build_learner_and_executor(sc: Scenario) -> tuple[Any, Any]:
+    """The learner the orchestrator talks to and the executor that trains: in-process, the learner
+    itself; with workers, a :class:`~pwffsim.sim.remote.RemoteLearner` of theirs (this process then
+    builds no model: the workers start while one of them describes its learner)."""
+    if not trains_in_workers(sc):
+        learner = build_learner(sc)
+        return learner, build_executor(sc, learner)
+    from .remote import RemoteLearner
+
+    executor = build_executor(sc)
+    try:
+        return RemoteLearner(executor, train_sample_counts(sc)), executor
+    except BaseException:
+        getattr(executor, "abort", executor.close)()
+        raise
 
 
 def build_policy(sc: Scenario) -> AggregationPolicy:

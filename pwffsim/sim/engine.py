@@ -24,7 +24,7 @@ import simpy
 from ..scenario import Scenario
 from ..trace import TraceWriter
 from .async_rounds import AsyncRounds
-from .builders import (TrainJobs, build_executor, build_learner, build_policy, build_selector, check_local_scheme,
+from .builders import (TrainJobs, build_executor, build_learner, build_learner_and_executor, build_policy, build_selector, check_local_scheme,
                        client_preferences, load_availability)
 from .client import ClientLifecycle
 from .handover import Handovers, wire_interference
@@ -55,10 +55,22 @@ class Simulation:
         self.env = simpy.Environment()
         self.world = World(scenario, self.env)
         self.cells, self.devices = self.world.cells, self.world.devices
-        self.learner = learner if learner is not None else build_learner(scenario)
-        check_local_scheme(scenario, self.learner)
         self._own_executor = executor is None
-        self.executor = executor if executor is not None else build_executor(scenario, self.learner)
+        if learner is None and executor is None:
+            self.learner, self.executor = build_learner_and_executor(scenario)
+        else:
+            self.learner = learner if learner is not None else build_learner(scenario)
+            self.executor = executor if executor is not None else build_executor(scenario, self.learner)
+        try:
+            self._set_up(scenario, policy, on_round, out_dir)
+        except BaseException:  # an invalid run: no worker is left behind
+            if self._own_executor:
+                getattr(self.executor, "abort", self.executor.close)()
+            raise
+
+    def _set_up(self, scenario: Scenario, policy: Optional[AggregationPolicy],
+                on_round: Optional[Callable[[dict], None]], out_dir: Optional[str]) -> None:
+        check_local_scheme(scenario, self.learner)
         self.policy = policy if policy is not None else build_policy(scenario)
         self.recorder = Recorder(None, self.world.cell_id)
         init = self.learner.initial_state()
@@ -116,6 +128,8 @@ class Simulation:
                 for dev in self.devices:
                     self.env.process(handovers.track(dev))
             self.env.run(until=proc)
+            server.finish()  # the rows still waiting for their clients' measurements
+            self._final_evaluation()
         except BaseException:  # Ctrl-C or an error: stop the training at once, no job is waited for
             if self._own_executor:
                 getattr(self.executor, "abort", self.executor.close)()
@@ -123,10 +137,19 @@ class Simulation:
         else:
             if self._own_executor:
                 self.executor.close()
-        self._final_evaluation()
         summary = self.summary()
         self.recorder.close(summary)
         return summary
+
+    def _learner_call(self, method: str, *args):
+        """``learner.<method>(*args)`` through the executor (in a worker, for a pool), as a handle
+        whose ``result()`` gives the answer; on the learner itself for an executor without ``call``."""
+        call = getattr(self.executor, "call", None)
+        if callable(call):
+            return call(method, *args)
+        from .executor import InProcessExecutor
+
+        return InProcessExecutor(self.learner).call(method, *args)
 
     def _final_evaluation(self) -> None:
         """Evaluate the clients' final models (the global part and each one's own personal part; under
@@ -134,27 +157,35 @@ class Simulation:
         (``fl.final_evaluation = "all"``), those that trained at least once (``"trained"``) or none
         (``"none"``). Beside each: its global-only model (its personal part at its initial values;
         Ditto: the global model) on the same rows (the personalization gap), the initial model (the
-        base) and always refusing (``objective_always_refuse``), so every scheme is read against them."""
+        base) and always refusing (``objective_always_refuse``), so every scheme is read against them.
+        Every evaluation is asked for first and read after, so a pool runs them in parallel."""
         trained = self.recorder.trained_rounds()
         which = self.sc.fl.final_evaluation
         clients = range(len(self.devices)) if which == "all" else sorted(trained) if which == "trained" else ()
         base = self.split.initial_model  # the initial state (the base: no fine-tuning)
-        loss_of = getattr(self.learner, "evaluate", None)  # optional: a state's eval loss alone
+        has_loss = callable(getattr(self.learner, "evaluate", None))  # optional: a state's eval loss alone
         glob = self.state.global_state
         global_only = {**glob, **self.split.initial_personal}
         ditto = self.sc.pwff.local_scheme == "ditto"
+        asked = []
         for k in clients:
             if ditto:
                 state = self.state.personal_models.get(k, global_only)
             else:
                 state = {**glob, **self.state.personal_state.get(k, self.split.initial_personal)}
             w_help = float(self.pref_help[k])
-            m = self.learner.evaluate_metrics(state, k, w_help, 1.0 - w_help)
-            if state is global_only or not (ditto or self.split.personal_keys):  # nothing personal
+            nothing_personal = state is global_only or not (ditto or self.split.personal_keys)
+            asked.append((k, w_help, nothing_personal,
+                          self._learner_call("evaluate_metrics", state, k, w_help, 1.0 - w_help),
+                          None if nothing_personal or not has_loss else self._learner_call("evaluate", global_only, k),
+                          self._learner_call("evaluate_metrics", base, k, w_help, 1.0 - w_help)))
+        for k, w_help, nothing_personal, metrics, loss_global_only, metrics_base in asked:
+            m = dict(metrics.result())
+            if nothing_personal:
                 m["eval_loss_global_only"] = m["eval_loss"]
-            elif callable(loss_of):
-                m["eval_loss_global_only"] = loss_of(global_only, k)
-            m["objective_base"] = self.learner.evaluate_metrics(base, k, w_help, 1.0 - w_help)["objective"]
+            elif loss_global_only is not None:
+                m["eval_loss_global_only"] = loss_global_only.result()
+            m["objective_base"] = metrics_base.result()["objective"]
             self.recorder.final_row(k, w_help, trained.get(k, 0), m)
 
     def summary(self) -> dict:

@@ -9,7 +9,15 @@ tables: in-process and process-pool runs give identical traces.
   client dropped out or missed the deadline before finishing its computation is cancelled and never
   run).
 * :class:`ProcessPoolExecutor` sends each job to a pool of worker processes (``spawn``) as soon as it
-  is submitted, so training overlaps the event loop and other clients' training.
+  is submitted, so training overlaps the event loop and other clients' training.  Each worker builds
+  its learner once (the frozen base stays loaded); a job carries only its trainable state and seeds,
+  each state dict as one safetensors buffer (:mod:`.wire`).  A learner that trains and measures apart
+  (:class:`~pwffsim.learn.contract.MeasuresApart`) has a job's held-out measurement sent back to the
+  pool as soon as its training returns: the aggregation waits only for the training
+  (:meth:`_PoolHandle.trained`), the trace rows for the measurement (:meth:`_PoolHandle.result`), so
+  one round's measurements fill the workers the round barrier leaves idle.
+
+Both also run any learner method for the orchestrator (:meth:`call`: the final evaluation).
 
 Workers never outlive the run: each one watches its parent (:func:`_exit_with_parent`: a daemon thread
 that ends the worker within :data:`PARENT_POLL_S` once the main process is gone, even after a
@@ -25,12 +33,18 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any, Mapping, Protocol
 
-from ..learn.contract import Learner, TrainJob, TrainResult
+from ..learn.contract import Learner, MeasuresApart, TrainJob, TrainResult
+from .wire import PackCache, PackedState, pack_job, pack_result, unpack_job, unpack_result
 
 
 class Handle(Protocol):
+    """A submitted job. Optional beside these: ``trained()`` (the result as far as the aggregation
+    needs it: state, weight, training loss) and ``done()`` (the full result is there without waiting);
+    without them, ``result()`` serves for both and the result counts as ready."""
+
     def result(self) -> TrainResult: ...
     def cancel(self) -> bool: ...
 
@@ -40,23 +54,33 @@ class TrainingExecutor(Protocol):
     def close(self) -> None: ...
 
 
-class _LazyHandle:
-    def __init__(self, learner: Learner, job: TrainJob):
-        self._learner = learner
-        self._job: TrainJob | None = job
-        self._result: TrainResult | None = None
+_UNSET = object()
 
-    def result(self) -> TrainResult:
-        if self._result is None:
-            if self._job is None:
-                raise RuntimeError("result() of a cancelled training job")
-            self._result = self._learner.run(self._job)
-            self._job = None
+
+class _LazyHandle:
+    """A job, or any learner call, run when its result is first asked for."""
+
+    def __init__(self, learner: Learner, job: Any, method: str = "run", args: tuple = ()):
+        self._learner, self._method = learner, method
+        self._args: tuple | None = (job,) if method == "run" else args
+        self._result: Any = _UNSET
+
+    def result(self) -> Any:
+        if self._result is _UNSET:
+            if self._args is None:
+                raise RuntimeError(f"result() of a cancelled {self._method} call")
+            self._result = getattr(self._learner, self._method)(*self._args)
+            self._args = None
         return self._result
 
+    trained = result
+
+    def done(self) -> bool:
+        return True  # ready whenever asked: it runs then
+
     def cancel(self) -> bool:
-        if self._result is None:
-            self._job = None
+        if self._result is _UNSET:
+            self._args = None
             return True
         return False
 
@@ -67,6 +91,10 @@ class InProcessExecutor:
 
     def submit(self, job: TrainJob) -> _LazyHandle:
         return _LazyHandle(self.learner, job)
+
+    def call(self, method: str, *args: Any) -> _LazyHandle:
+        """``learner.<method>(*args)``, run when its result is asked for."""
+        return _LazyHandle(self.learner, None, method, args)
 
     def close(self) -> None:
         pass
@@ -109,12 +137,111 @@ def _init_worker(specs: tuple[Any, Any, Any, int], parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     _exit_with_parent(parent_pid)
     model_spec, data_spec, train_spec, threads = specs
-    _WORKER_LEARNER = TorchLearner(model_spec, data_spec, train_spec, torch_threads=threads)
+    try:
+        _WORKER_LEARNER = TorchLearner(model_spec, data_spec, train_spec, torch_threads=threads)
+    except Exception as e:  # raised again by every call, so the main process reports it (one line)
+        global _WORKER_ERROR
+        _WORKER_ERROR = e
 
 
-def _run_in_worker(job: TrainJob) -> TrainResult:
+_WORKER_ERROR: Exception | None = None
+
+
+def _worker_learner() -> Any:
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     assert _WORKER_LEARNER is not None, "worker not initialised"
-    return _WORKER_LEARNER.run(job)
+    return _WORKER_LEARNER
+
+
+def _started_in_worker() -> int:
+    """Nothing: submitted once per worker when the pool is made, so every worker starts (and builds
+    its learner) at once, not at the first round's jobs."""
+    return os.getpid()
+
+
+def _train_in_worker(job: TrainJob) -> TrainResult:
+    """The training of a (packed) job; measured too if the learner cannot measure apart."""
+    learner = _worker_learner()
+    train = learner.train if isinstance(learner, MeasuresApart) else learner.run
+    return pack_result(train(unpack_job(job)))
+
+
+def _measure_in_worker(job: TrainJob, trained: TrainResult) -> TrainResult:
+    """The held-out metrics of a trained result; returned without its states (the caller has them)."""
+    res = _worker_learner().measure(unpack_job(job), unpack_result(trained))
+    return replace(res, state={}, personal_state=None)
+
+
+def _call_in_worker(method: str, args: tuple) -> Any:
+    args = tuple(a.unpack() if isinstance(a, PackedState) else a for a in args)
+    return getattr(_worker_learner(), method)(*args)
+
+
+def _measurement_job(job: TrainJob) -> TrainJob:
+    """What measuring needs of a job: its client, preferences and personal reset (no start state)."""
+    return replace(job, start_state={}, prox_anchor=None, personal_start=None)
+
+
+class _PoolHandle:
+    """A job in the pool: its training future and, once that returns unmeasured, the measurement
+    sent straight back to the pool (from the pool's result thread, so no worker waits for the event
+    loop to ask)."""
+
+    def __init__(self, executor: "ProcessPoolExecutor", job: TrainJob):
+        self._executor = executor
+        self._measure_job = executor.pack(_measurement_job(job))
+        self._measured: cf.Future = cf.Future()
+        self._trained: TrainResult | None = None
+        self._train = executor._submit(_train_in_worker, executor.pack(job))
+        self._train.add_done_callback(self._on_trained)
+
+    def _on_trained(self, fut: cf.Future) -> None:
+        if self._measured.done():
+            return
+        if fut.cancelled():
+            self._measured.cancel()
+        elif fut.exception() is not None:
+            self._measured.set_exception(fut.exception())
+        elif fut.result().measured:
+            self._measured.set_result(None)
+        else:
+            try:
+                self._executor._submit(_measure_in_worker, self._measure_job, fut.result()).add_done_callback(
+                    self._on_measured)
+            except RuntimeError as e:  # the pool is shutting down (an abort): nothing will ask
+                self._measured.set_exception(e)
+
+    def _on_measured(self, fut: cf.Future) -> None:
+        if self._measured.done():
+            return
+        if fut.cancelled():
+            self._measured.cancel()
+        elif fut.exception() is not None:
+            self._measured.set_exception(fut.exception())
+        else:
+            self._measured.set_result(fut.result())
+
+    def trained(self) -> TrainResult:
+        """The training's result (the held-out metrics may still be NaN: see :meth:`result`)."""
+        if self._trained is None:
+            self._trained = unpack_result(self._train.result())
+        return self._trained
+
+    def done(self) -> bool:
+        """Whether :meth:`result` returns without waiting."""
+        return self._measured.done()
+
+    def result(self) -> TrainResult:
+        """The full, measured result (waits for the measurement if it is still running)."""
+        trained = self.trained()
+        if trained.measured:
+            return trained
+        measured = self._measured.result()
+        return replace(measured, state=trained.state, personal_state=trained.personal_state)
+
+    def cancel(self) -> bool:
+        return self._train.cancel()
 
 
 class ProcessPoolExecutor:
@@ -124,12 +251,26 @@ class ProcessPoolExecutor:
             max_workers=workers, mp_context=ctx, initializer=_init_worker,
             initargs=((model_spec, data_spec, train_spec, torch_threads), os.getpid()),
         )
+        self._packs = PackCache()
+        for _ in range(workers):  # start every worker now (each spawned by a submit finding none idle)
+            self._submit(_started_in_worker)
 
-    def submit(self, job: TrainJob) -> cf.Future:
+    def pack(self, job: TrainJob) -> TrainJob:
+        return pack_job(job, self._packs)
+
+    def _submit(self, fn: Any, *args: Any) -> cf.Future:
         # Workers start on demand inside submit: started with SIGINT ignored (kept across exec, and
         # Python keeps an ignored SIGINT ignored), a Ctrl-C cannot interrupt one while it imports.
         with _sigint_ignored():
-            return self._pool.submit(_run_in_worker, job)
+            return self._pool.submit(fn, *args)
+
+    def submit(self, job: TrainJob) -> _PoolHandle:
+        return _PoolHandle(self, job)
+
+    def call(self, method: str, *args: Any) -> cf.Future:
+        """``learner.<method>(*args)`` in a worker (state dict arguments sent packed)."""
+        packed = tuple(self._packs.pack(a) if isinstance(a, Mapping) else a for a in args)
+        return self._submit(_call_in_worker, method, packed)
 
     def close(self) -> None:
         """Wait for the running jobs, cancel the pending ones, stop the workers."""

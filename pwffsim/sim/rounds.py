@@ -18,6 +18,7 @@ import simpy
 from ..status import Kind, Status, StopCause
 from .client import ClientLifecycle
 from .recorder import Recorder
+from .rows import PendingRows
 from .state import ClientOutcome, ClientUpdate, ModelSplit, RunState
 from .world import World
 
@@ -59,10 +60,14 @@ class RoundLoop:
         self.env, self.world, self.state, self.split, self.policy = env, world, state, split, policy
         self.selector, self.selection_rng, self.recorder, self.clients = selector, selection_rng, recorder, clients
         self.learner, self.availability, self.fl, self.pref_help = learner, availability, fl, pref_help
-        self.on_round = on_round
+        self.rows = PendingRows(recorder, on_round)
 
     def run(self):
         raise NotImplementedError
+
+    def finish(self) -> None:
+        """Write the rows still waiting for measurements (at the end of the run)."""
+        self.rows.write_ready(wait=True)
 
     # ------------------------------------------------------------------ candidates and selection
     def candidates(self, busy: Sequence[int] = ()) -> list[int]:
@@ -161,7 +166,7 @@ class RoundLoop:
         if out.arrived:
             self.state.last_duration_s[out.client] = out.t_arrival_s - t_start
         if out.handle is not None:
-            self.state.last_loss[out.client] = float(out.result().train_loss)
+            self.state.last_loss[out.client] = float(out.trained().train_loss)
 
     def keep_personal(self, k: int, res: Any) -> None:
         """Personal parts stay on the device: every client that finished computing keeps its own (and,
@@ -188,17 +193,27 @@ class RoundLoop:
         return train_loss, objective
 
     def close_aggregation(self, r: int, t_start: float, t_agg: float, outcomes: Sequence[ClientOutcome],
-                          aggregated: int, nbytes: int, metrics: tuple[float, float], staleness: dict) -> None:
-        """The aggregate event, the rounds row, one clients row per outcome (by client), then the flush."""
-        self.recorder.aggregate(r, t_agg, self.env.now, nbytes * aggregated)
-        self.recorder.round_row(r, t_start, self.env.now, outcomes, aggregated, nbytes, *metrics)
-        for out in sorted(outcomes, key=lambda o: o.client):
-            k = out.client
-            dev = self.world.devices[k]
-            self.recorder.client_row(r, out, out.result(), staleness.get(id(out), -1), self.pref_help[k],
-                                     dev.battery.level_j, dev.profile.name)
+                          aggregated: Sequence[ClientOutcome], trained: Sequence[ClientOutcome], nbytes: int,
+                          staleness: dict) -> None:
+        """The aggregate event now; the rounds row and one clients row per outcome (by client) as soon
+        as their clients are measured (:mod:`.rows`): every value the run may still change is taken
+        now.  ``aggregated`` / ``trained``: the outcomes whose results the round's learning metrics
+        average (the order is the mean's)."""
+        self.recorder.aggregate(r, t_agg, self.env.now, nbytes * len(aggregated))
+        t_end = self.env.now
+        by_client = sorted(outcomes, key=lambda o: o.client)
+        devices = [self.world.devices[o.client] for o in by_client]
+        batteries = [dev.battery.level_j for dev in devices]
+
+        def write() -> None:
+            metrics = self.learning_metrics([o.result() for o in aggregated], [o.result() for o in trained])
+            self.recorder.round_row(r, t_start, t_end, outcomes, len(aggregated), nbytes, *metrics)
+            for out, dev, battery_j in zip(by_client, devices, batteries):
+                self.recorder.client_row(r, out, out.result(), staleness.get(id(out), -1), self.pref_help[out.client],
+                                         battery_j, dev.profile.name)
+
+        self.rows.add([o.handle for o in outcomes if o.handle is not None], write)
 
     def after_aggregation(self) -> None:
-        self.recorder.flush()
-        if self.on_round is not None:
-            self.on_round(self.recorder.rounds[-1])
+        """Flush; write the rows of earlier aggregations whose measurements are in."""
+        self.rows.write_ready()

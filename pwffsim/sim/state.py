@@ -94,8 +94,17 @@ class ClientOutcome:
         return self.status == Status.OK
 
     def result(self) -> Any:
-        """The training result (None if the client did not finish computing)."""
+        """The training result, measured (None if the client did not finish computing)."""
         return None if self.handle is None else self.handle.result()
+
+    def trained(self) -> Any:
+        """The training result as far as the aggregation needs it (trained state, weight, training
+        loss; the held-out metrics may not be taken yet: :meth:`result`); None if the client did not
+        finish computing."""
+        if self.handle is None:
+            return None
+        trained = getattr(self.handle, "trained", None)
+        return trained() if trained is not None else self.handle.result()
 
 
 @dataclass(frozen=True)

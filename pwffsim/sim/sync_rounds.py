@@ -38,7 +38,7 @@ class SyncRounds(RoundLoop):
             self.note_outcome(o, t_start)
         t_agg = env.now
         yield env.timeout(self.fl.aggregation_time_s)
-        results = {k: o.result() for k, o in sorted(outcomes.items()) if o.handle is not None}
+        results = {k: o.trained() for k, o in sorted(outcomes.items()) if o.handle is not None}
         arrived = [k for k in sorted(outcomes) if outcomes[k].arrived]
         for k, res in results.items():
             self.keep_personal(k, res)
@@ -46,9 +46,8 @@ class SyncRounds(RoundLoop):
         yield from self.policy.aggregation_process(r, updates)
         for k in sorted(outcomes):
             self.clients.finish_idle(k)  # the round ends: those waiting for it stop idling
-        metrics = self.learning_metrics([results[k] for k in arrived], [results[k] for k in sorted(results)])
-        self.close_aggregation(r, t_start, t_agg, list(outcomes.values()), len(arrived), nbytes, metrics,
-                               {id(outcomes[k]): 0 for k in arrived})
+        self.close_aggregation(r, t_start, t_agg, list(outcomes.values()), [outcomes[k] for k in arrived],
+                               [outcomes[k] for k in sorted(results)], nbytes, {id(outcomes[k]): 0 for k in arrived})
         self.state.rounds_done = r + 1
         self.state.version = r + 1
         self.after_aggregation()
