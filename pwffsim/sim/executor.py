@@ -197,30 +197,32 @@ class _PoolHandle:
         self._train.add_done_callback(self._on_trained)
 
     def _on_trained(self, fut: cf.Future) -> None:
-        if self._measured.done():
+        if self._passed_on(fut):
             return
-        if fut.cancelled():
-            self._measured.cancel()
-        elif fut.exception() is not None:
-            self._measured.set_exception(fut.exception())
-        elif fut.result().measured:
+        if fut.result().measured:
             self._measured.set_result(None)
-        else:
-            try:
-                self._executor._submit(_measure_in_worker, self._measure_job, fut.result()).add_done_callback(
-                    self._on_measured)
-            except RuntimeError as e:  # the pool is shutting down (an abort): nothing will ask
-                self._measured.set_exception(e)
+            return
+        try:
+            self._executor._submit(_measure_in_worker, self._measure_job, fut.result()).add_done_callback(
+                self._on_measured)
+        except RuntimeError as e:  # the pool is shutting down (an abort): nothing will ask
+            self._measured.set_exception(e)
 
     def _on_measured(self, fut: cf.Future) -> None:
+        if not self._passed_on(fut):
+            self._measured.set_result(fut.result())
+
+    def _passed_on(self, fut: cf.Future) -> bool:
+        """True if the measurement is settled already or ``fut``'s cancellation or error settles it."""
         if self._measured.done():
-            return
+            return True
         if fut.cancelled():
             self._measured.cancel()
-        elif fut.exception() is not None:
+            return True
+        if fut.exception() is not None:
             self._measured.set_exception(fut.exception())
-        else:
-            self._measured.set_result(fut.result())
+            return True
+        return False
 
     def trained(self) -> TrainResult:
         """The training's result (the held-out metrics may still be NaN: see :meth:`result`)."""
