@@ -143,7 +143,8 @@ def run_flower(overrides: list[str], plan: list[list[dict]], actors: int) -> dic
     nodes = E.scenario(overrides).devices.count
     _SERVER.update(plan=plan, overrides=list(overrides), nodes=nodes)
     backend_config = {"client_resources": {"num_cpus": cpus / actors, "num_gpus": 0.0},
-                      "init_args": {"num_cpus": cpus}}
+                      # "local": always a new Ray instance (never one another program started here)
+                      "init_args": {"num_cpus": cpus, "address": "local"}}
     run_simulation(server_app=server_app, client_app=client_app,
                    num_supernodes=nodes, backend_config=backend_config)
     if "final" not in _SERVER:

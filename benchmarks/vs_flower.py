@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -181,19 +182,24 @@ def choose_engines(names: list[str], overrides: list[str]) -> tuple[list[str], d
 
 
 def run_all(engines: list[str], plan_path: str, repeats: int) -> dict[str, list[dict]]:
-    """Every engine ``repeats`` times, interleaved (the order rotated each repeat)."""
+    """Every engine ``repeats`` times, interleaved (the order rotated each repeat). The runs' logs are
+    kept (and their directory printed) if one failed."""
     runs: dict[str, list[dict]] = {e: [] for e in engines}
-    with tempfile.TemporaryDirectory(prefix="vs_flower_") as logs:
-        for rep in range(repeats):
-            order = engines[rep % len(engines):] + engines[:rep % len(engines)]
-            for engine in order:
-                r = measure(engine, plan_path, logs, rep)
-                runs[engine].append(r)
-                shown = (f"{r['wall']:.2f} s, steady round {steady_round(r['round_ends']):.3f} s, peak RSS "
-                         f"{_mb(r['rss_sum'])}" if "wall" in r else f"FAILED: {r['error']}")
-                if r.get("leftover"):
-                    shown += f" ({r['leftover']} of its processes outlived it by 30 s: terminated)"
-                print(f"  repeat {rep + 1}/{repeats} {engine:18s} {shown}", flush=True)
+    logs = tempfile.mkdtemp(prefix="vs_flower_logs_")
+    for rep in range(repeats):
+        order = engines[rep % len(engines):] + engines[:rep % len(engines)]
+        for engine in order:
+            r = measure(engine, plan_path, logs, rep)
+            runs[engine].append(r)
+            shown = (f"{r['wall']:.2f} s, steady round {steady_round(r['round_ends']):.3f} s, peak RSS "
+                     f"{_mb(r['rss_sum'])}" if "wall" in r else f"FAILED: {r['error']}")
+            if r.get("leftover"):
+                shown += f" ({r['leftover']} of its processes outlived it by 30 s: terminated)"
+            print(f"  repeat {rep + 1}/{repeats} {engine:18s} {shown}", flush=True)
+    if any("error" in r for rs in runs.values() for r in rs):
+        print(f"logs of every run (ENGINE.REPEAT.out / .err): {logs}")
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
     return runs
 
 
