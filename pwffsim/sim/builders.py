@@ -98,12 +98,17 @@ def check_local_scheme(sc: Scenario, learner: Any) -> None:
 
 
 def build_executor(sc: Scenario, learner: Any):
-    """Where training runs: in this process (lazily), or a pool of worker processes."""
+    """Where training runs: in this process (lazily), a pool of worker processes, or Ray actors."""
     from .executor import InProcessExecutor, ProcessPoolExecutor
 
     if sc.execution.executor == "process" and not network_only(sc):  # nothing to train: no pool
         return ProcessPoolExecutor(*learner_specs(sc), torch_threads=sc.execution.torch_threads,
                                    workers=sc.execution.workers)
+    if sc.execution.executor == "ray" and not network_only(sc):
+        from .ray_executor import RayExecutor
+
+        ex = sc.execution
+        return RayExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers, address=ex.address)
     return InProcessExecutor(learner)
 
 
