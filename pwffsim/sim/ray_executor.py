@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -122,15 +123,32 @@ def _stop_reaper(reaper: subprocess.Popen | None) -> None:
         reaper.kill()
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """``ConnectionError`` at once if nothing listens at a ``host:port`` / ``ray://host:port`` address (Ray
+    itself retries for minutes); ``"auto"`` and the like are left to Ray."""
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ConnectionError(f"nothing answers at {hostport} ({err.strerror or err})") from err
+
+
 def init_ray(ray, workers: int, address: str | None) -> None:
     """``ray.init``, quietly: a new local Ray with ``workers`` CPUs (address None), or join ``address``."""
     quiet = dict(logging_level=logging.ERROR, log_to_driver=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e.g. the accelerator env var FutureWarning of ray.init
         if address is None:
-            ray.init(address="local", num_cpus=workers, num_gpus=0, include_dashboard=False, **quiet)
-        else:
-            ray.init(address=address, **quiet)
+            # Ray starts its workers at nice 15; here they do the run's training: nice 0, as in-process
+            ray.init(address="local", num_cpus=workers, num_gpus=0, include_dashboard=False,
+                     _system_config={"worker_niceness": 0}, **quiet)
+        else:  # a cluster's workers import this very pwffsim (shipped once, cached by Ray by its hash)
+            check_reachable(address)
+            package = str(Path(__file__).resolve().parents[1])
+            ray.init(address=address, runtime_env={"py_modules": [package]}, **quiet)
 
 
 class RayExecutor:
@@ -147,8 +165,10 @@ class RayExecutor:
             self._reaper = _start_reaper(ray) if address is None else None
             try:
                 init_ray(ray, workers, address)
-            except Exception as err:  # e.g. no cluster at that address: one line
+            except BaseException as err:  # e.g. no cluster at that address: one line (Ctrl-C: as it is)
                 _stop_reaper(self._reaper)
+                if not isinstance(err, Exception):
+                    raise
                 what = "start a local Ray" if address is None else f"join the Ray cluster at {address!r}"
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise ValueError(f"execution.executor='ray': cannot {what}: {first}") from err
