@@ -231,8 +231,8 @@ class RayExecutor:
 
     # -- ending --------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Wait for the running jobs, cancel the pending ones, stop the actors (and the local Ray we
-        started)."""
+        """Wait for the running jobs, cancel the pending ones, stop the actors; then ``ray.shutdown()`` if
+        this executor called ``ray.init`` (a local Ray stops; a joined cluster goes on without us)."""
         if self._closed:
             return
         pending = [r for refs in self._in_flight for r in refs]
