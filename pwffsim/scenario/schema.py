@@ -351,9 +351,16 @@ class PWFFConfig(_Section):
 class ExecutionConfig(_Section):
     """Where real training runs.  Results do not depend on it."""
 
-    executor: Literal["inprocess", "process"] = Field("inprocess", description="'inprocess' or 'process' (a pool of worker processes).")
-    workers: int = Field(2, ge=1, le=256, description="Worker processes for executor='process'.")
+    executor: Literal["inprocess", "process", "ray"] = Field("inprocess", description="'inprocess', 'process' (a pool of worker processes) or 'ray' (Ray actors, a local Ray or a cluster's, see execution.address; needs the extra: pip install 'pwffsim[ray]').")
+    workers: int = Field(2, ge=1, le=256, description="Worker processes for executor='process'; Ray actors (one CPU each) for executor='ray'.")
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per trainer (1 keeps results identical across executors).")
+    address: Optional[str] = Field(None, min_length=1, description="executor='ray' only: the Ray cluster to join ('auto', 'host:port' or 'ray://host:port'; the run ships its own pwffsim to the cluster, every node needs torch, transformers and peft and the scenario's files at the same paths). Default: start a local Ray with execution.workers CPUs for the run, and stop it at its end.")
+
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> "ExecutionConfig":
+        if self.address is not None and self.executor != "ray":
+            raise ValueError(f"execution.address is only used with execution.executor='ray', not {self.executor!r}")
+        return self
 
 
 class TraceConfig(_Section):

@@ -98,19 +98,23 @@ def check_local_scheme(sc: Scenario, learner: Any) -> None:
 
 
 def trains_in_workers(sc: Scenario) -> bool:
-    """Whether the scenario's training runs in worker processes (``execution.executor`` a pool, and
-    something to train)."""
-    return sc.execution.executor == "process" and not network_only(sc)
+    """Whether the scenario's training runs in workers (``execution.executor`` a pool of processes or
+    Ray actors, and something to train)."""
+    return sc.execution.executor in ("process", "ray") and not network_only(sc)
 
 
 def build_executor(sc: Scenario, learner: Any = None):
-    """Where training runs: in this process (lazily, on ``learner``), or a pool of worker processes
-    (each with its own learner; ``learner`` is not used)."""
+    """Where training runs: in this process (lazily, on ``learner``), a pool of worker processes or
+    Ray actors (each with its own learner; ``learner`` is not used)."""
     from .executor import InProcessExecutor, ProcessPoolExecutor
 
+    ex = sc.execution
+    if trains_in_workers(sc) and ex.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers, address=ex.address)
     if trains_in_workers(sc):
-        return ProcessPoolExecutor(*learner_specs(sc), torch_threads=sc.execution.torch_threads,
-                                   workers=sc.execution.workers)
+        return ProcessPoolExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers)
     return InProcessExecutor(learner if learner is not None else build_learner(sc))
 
 
