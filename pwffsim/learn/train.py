@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -349,25 +349,47 @@ class Learner:
         self.trainable_state.load({**state, **personal_reset})
         return self._eval_loss(client)
 
-    def run(self, job: TrainJob) -> TrainResult:
-        """One local update of ``job.client`` (see the class docstring); deterministic given
-        ``job`` (see the module docstring)."""
+    def check_job(self, job: TrainJob) -> int:
+        """``job.client`` once the job is checked (client in range, preferences finite and >= 0, the
+        learner's local scheme); the errors :meth:`run` raises."""
         c = self._check_client(job.client)
         _check_preferences(job)
         if job.local_scheme != self.local_scheme:
             raise ValueError(f"a {job.local_scheme!r} job for a learner built for local_scheme "
                              f"{self.local_scheme!r} (TrainSpec.local_scheme)")
+        return c
+
+    def run(self, job: TrainJob) -> TrainResult:
+        """One local update of ``job.client`` (see the class docstring); deterministic given
+        ``job`` (see the module docstring)."""
+        c = self.check_job(job)
         if self.local_scheme != "joint":
             from .local_schemes import run_local_scheme
 
             return run_local_scheme(self, job)
-        b = self.batches[c]  # made now if this is the client's first use (draws no torch randomness)
+        self.batches[c]  # made now if this is the client's first use (draws no torch randomness)
         torch.manual_seed(job.seed)
         gen = torch.Generator().manual_seed(job.seed)
         st = self.trainable_state
         st.load(job.start_state)
         prox = st.proximal_term(job.prox_anchor, self.train_spec.prox_mu, self.train_spec.prox_form)
         train_loss = self._supervised_steps(c, gen, prox)
+        return self.finish_joint(job, gen, prox, train_loss)
+
+    def run_many(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
+        """The local updates of ``jobs`` (in order), the supervised steps of those that can be
+        computed together batched (:mod:`pwffsim.learn.batched`): each result equals :meth:`run`'s
+        up to float round-off."""
+        from .batched import run_many
+
+        return run_many(self, list(jobs))
+
+    def finish_joint(self, job: TrainJob, gen: torch.Generator, prox, train_loss: float) -> TrainResult:
+        """The rest of a joint update once the supervised steps have left the model with the
+        client's state: the alignment steps (on ``gen``, with ``prox``), the held-out metrics and the
+        result."""
+        c, st = job.client, self.trainable_state
+        b = self.batches[c]
         align_reward, skipped = self.aligner.run(b.train_prompts, b.data.train, gen,
                                                  st.trainable, prox, job.pref_help, job.pref_safe)
         self.model.eval()

@@ -354,6 +354,7 @@ class ExecutionConfig(_Section):
     executor: Literal["inprocess", "process"] = Field("inprocess", description="'inprocess' or 'process' (a pool of worker processes).")
     workers: int = Field(2, ge=1, le=256, description="Worker processes for executor='process'.")
     torch_threads: int = Field(1, ge=1, le=256, description="torch intra-op threads per trainer (1 keeps results identical across executors).")
+    batch_clients: int = Field(1, ge=1, le=1024, description="Clients whose local updates executor='inprocess' computes together (clients): when a job's result is needed, up to this many pending jobs run at once, the frozen base's forward shared and each client's LoRA and adapters applied to its own rows (pwffsim.learn.batched; only the supervised steps are batched, alignment and metrics run per client). 1 = one by one. Results equal one-by-one training up to float round-off (bit for bit on the machines tested, not guaranteed elsewhere); a job run early and cancelled later was computed for nothing. Not batched: local_scheme fedrep/ditto, dropout (model.lora_dropout > 0), local_steps = 0, and executor='process'.")
 
 
 class TraceConfig(_Section):

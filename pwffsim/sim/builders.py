@@ -104,7 +104,7 @@ def build_executor(sc: Scenario, learner: Any):
     if sc.execution.executor == "process" and not network_only(sc):  # nothing to train: no pool
         return ProcessPoolExecutor(*learner_specs(sc), torch_threads=sc.execution.torch_threads,
                                    workers=sc.execution.workers)
-    return InProcessExecutor(learner)
+    return InProcessExecutor(learner, batch_clients=sc.execution.batch_clients)
 
 
 def build_policy(sc: Scenario) -> AggregationPolicy:

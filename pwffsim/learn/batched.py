@@ -1,0 +1,264 @@
+"""Batched local updates: the supervised steps of several clients computed together
+(``execution.batch_clients``; :meth:`pwffsim.learn.train.Learner.run_many`).
+
+Clients that train on the same frozen base differ only in their trainable state (LoRA + adapters).
+:func:`run_many` stacks the states of up to ``K`` jobs along a new leading dimension
+(:mod:`pwffsim.learn.stacked`) and runs each supervised step once for all of them: the rows of every
+client's batch go through the base together, each row through its own client's LoRA matrices and
+adapters (``bmm``); the loss is the sum over clients of each client's own loss (each slice's gradient
+is its client's alone) and one optimizer steps the stacked tensors (AdamW and SGD are elementwise, so
+every slice gets exactly its client's update; the proximal step and term are elementwise too).
+
+Exactly what :meth:`~pwffsim.learn.train.Learner.run` does, per client: its batches are drawn from its
+own generator seeded with ``job.seed`` (:func:`~pwffsim.learn.batches.epoch_order`), from its own
+rows, with its own start state, proximal anchor and loss average. Two savings change nothing but the
+order of float sums: a row is computed only up to its last response token (the model is causal, so the
+padding after it never reaches the positions a loss needs; rows are grouped by that length,
+:func:`length_buckets`), and the LM head computes the logits of the response positions only. So the
+result equals sequential training up to float round-off (``bmm`` and the shorter rows sum in another
+order), not bit for bit.
+
+After the batched supervised steps, the rest of each update (RLOO alignment, held-out losses, greedy
+metric decoding, the personalization gap) runs per client, exactly as in ``run`` (each client's
+generator continues where its batches left it). Run one by one with ``run`` instead (same results):
+a learner whose local scheme is not ``"joint"`` (FedRep, Ditto), whose model has active dropout (a
+mask would come from the global RNG: ``lora_dropout > 0`` or a base with dropout) or a trainable
+part that is not vanilla LoRA or an adapter, ``local_steps = 0``; a group of one job (jobs group by
+the keys of their proximal anchor); and, under ``loss_average = "token"``, a job with a batch without
+any response token (its loss is nan in ``run``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .batches import epoch_order
+from .contract import TrainJob, TrainResult
+from .optim import IGNORE, make_optimizer
+from .stacked import StackLayout, StepRows, per_client_forward, stack_layout
+from .state import ProximalTerm
+
+#: The cost of one more forward (a length bucket), in row positions (:func:`length_buckets`).
+BUCKET_OVERHEAD = 192
+#: Rows are cut after a multiple of this many positions (or not at all): the backward's reductions
+#: along a row (softmax's) then fill the same vector lanes as in the uncut row (16 floats: AVX-512),
+#: and the kept positions get bit for bit the values of the uncut rows on the machines tested.
+CUT_STEP = 16
+
+
+def learner_layout(L) -> StackLayout:
+    """The learner's :class:`~pwffsim.learn.stacked.StackLayout` (made once), with the learner-wide
+    reasons to run sequentially."""
+    layout = getattr(L, "_stack_layout", None)
+    if layout is None:
+        ts = L.train_spec
+        if ts.local_scheme != "joint":
+            layout = StackLayout(blocker=f"local_scheme {ts.local_scheme!r}")
+        elif ts.local_steps == 0:
+            layout = StackLayout(blocker="local_steps = 0")
+        else:
+            layout = stack_layout(L.model, L.trainable_state.params)
+        L._stack_layout = layout
+    return layout
+
+
+def length_buckets(lengths: Sequence[int], overhead: int = BUCKET_OVERHEAD) -> list[int]:
+    """Split points of ``lengths`` (sorted ascending) into consecutive buckets, each computed at its
+    longest length, minimising ``sum(rows * longest) + overhead * buckets``; the end index of each
+    bucket."""
+    values = sorted(set(lengths))
+    upto = [sum(1 for n in lengths if n <= v) for v in values]  # rows of length <= each value
+    best = [0.0] + [math.inf] * len(values)
+    cut = [0] * (len(values) + 1)
+    for j in range(1, len(values) + 1):
+        for i in range(j):
+            rows = upto[j - 1] - (upto[i - 1] if i else 0)
+            c = best[i] + rows * values[j - 1] + overhead
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    ends, j = [], len(values)
+    while j:
+        ends.append(upto[j - 1])
+        j = cut[j]
+    return ends[::-1]
+
+
+def _forward_ce(model, step: StepRows, rows: Tensor, ids: Tensor, labels: Tensor, T: int,
+                select: bool) -> Tensor:
+    """``(len(rows), seq_len - 1)``: the next-token cross-entropy at every response position of
+    ``rows`` (0 elsewhere, as ``run``'s), from one forward of those rows cut to ``T`` tokens."""
+    S = ids.shape[1]
+    cols = min(T, S - 1)
+    tgt = labels[rows, 1:cols + 1]
+    step.rows = rows
+    if select:
+        valid = tgt != IGNORE
+        step.positions = valid.nonzero(as_tuple=True)
+        logits = model(input_ids=ids[rows, :T]).logits
+        ce = torch.nn.functional.cross_entropy(logits.float(), tgt[valid], reduction="none")
+        return ce.new_zeros(rows.shape[0], S - 1).index_put(step.positions, ce)
+    step.positions = None
+    lg = model(input_ids=ids[rows, :T]).logits[:, :cols].float()
+    ce = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1),
+                                           ignore_index=IGNORE, reduction="none").view(tgt.shape)
+    return torch.nn.functional.pad(ce, (0, S - 1 - cols))
+
+
+def step_ce(model, step: StepRows, ids: Tensor, labels: Tensor, select: bool, buckets: bool) -> Tensor:
+    """``(rows, seq_len - 1)``: :func:`_forward_ce` of every row of the step, the rows with a
+    response token cut after the positions they need (up to their last response token) rounded up
+    to a multiple of :data:`CUT_STEP` (at most ``seq_len``), in :func:`length_buckets` (one forward
+    each) if ``buckets``, else in one forward."""
+    S = ids.shape[1]
+    resp = labels[:, 1:] != IGNORE
+    need = torch.where(resp.any(1), resp.cumsum(1).argmax(1) + 1, 0)
+    length = (torch.div(need + CUT_STEP - 1, CUT_STEP, rounding_mode="floor") * CUT_STEP).clamp(max=S)
+    order = torch.argsort(length, stable=True)
+    order = order[need[order] > 0]
+    ce = torch.zeros(ids.shape[0], S - 1)
+    lengths = length[order].tolist()
+    start = 0
+    for end in (length_buckets(lengths) if buckets else [len(lengths)]):
+        if end > start:
+            rows = order[start:end].sort().values
+            ce = ce.index_put((rows,), _forward_ce(model, step, rows, ids, labels, lengths[end - 1], select))
+        start = end
+    step.rows = step.positions = None
+    return ce
+
+
+def client_losses(ce: Tensor, labels: Tensor, K: int, average: str) -> tuple[Tensor, Tensor]:
+    """``(to_backpropagate, shown)`` ``(K,)``: each client's loss of its rows' cross-entropies ``ce``
+    (``average`` as :func:`pwffsim.learn.optim.response_loss`); ``shown`` is nan where ``run``'s loss
+    is (no response token), with a zero gradient there as in ``run``."""
+    resp = labels[:, 1:] != IGNORE
+    counts = resp.sum(1)
+    if average == "token":
+        loss = ce.view(K, -1).sum(1) / counts.view(K, -1).sum(1)
+        # shown: the model's own loss, nll_loss's mean over every (row, position) of the batch
+        full = torch.nn.functional.pad(resp, (0, 1))
+        tgt = torch.where(full, 0, IGNORE).view(K, -1)
+        neg = -torch.nn.functional.pad(ce.detach(), (0, 1)).view(K, -1, 1)
+        return loss, torch.stack([torch.nn.functional.nll_loss(neg[k], tgt[k], ignore_index=IGNORE)
+                                  for k in range(K)])
+    s, c = ce.sum(1).view(K, -1), counts.view(K, -1)
+    has = c > 0
+    per_row = torch.where(has, s / c.clamp(min=1), 0.0)
+    rows = has.sum(1)
+    loss = per_row.sum(1) / rows.clamp(min=1)
+    return loss, torch.where(rows > 0, loss, math.nan)
+
+
+def _stacked_prox(L, jobs: Sequence[TrainJob], stacked: dict[str, Tensor]) -> ProximalTerm:
+    """The proximal term of every job at once (the jobs' anchors have the same keys, or none has
+    one): pairs of stacked parameters and stacked anchors."""
+    ts, params = L.train_spec, L.trainable_state.params
+    anchor = jobs[0].prox_anchor
+    if anchor is None or not ts.prox_mu:
+        return ProximalTerm([], ts.prox_mu, ts.prox_form)
+    pairs = [(stacked[k], torch.stack([j.prox_anchor[k].detach().to(params[k].dtype) for j in jobs]))
+             for k in anchor]
+    return ProximalTerm(pairs, ts.prox_mu, ts.prox_form)
+
+
+def supervised_many(L, jobs: Sequence[TrainJob], gens: Sequence[torch.Generator],
+                    buckets: bool = True, select: bool = True) -> tuple[dict[str, Tensor], list[float]]:
+    """The supervised steps of every job together (see the module docstring): ``(stacked trained
+    state, each job's mean loss)``. ``buckets`` / ``select``: the length buckets and the LM head at
+    the response positions only (off: one forward of the rows cut to the step's longest, every
+    logit)."""
+    ts, st, layout = L.train_spec, L.trainable_state, learner_layout(L)
+    K, B, steps = len(jobs), ts.batch_size, ts.local_steps
+    data = [L.batches[j.client].train for j in jobs]
+    orders = [epoch_order(ids.shape[0], steps * B, g) for (ids, _), g in zip(data, gens)]
+    stacked = {k: torch.stack([j.start_state[k] for j in jobs]).to(p.dtype).requires_grad_(True)
+               for k, p in st.params.items()}
+    prox = _stacked_prox(L, jobs, stacked)
+    opt = make_optimizer(ts.optimizer, list(stacked.values()), ts.learning_rate)
+    select = select and layout.head is not None
+    shown = []
+    L.model.train()
+    step = StepRows(stacked, K, B, data[0][0].shape[1])
+    with per_client_forward(layout, step, select_logits=select):
+        for s in range(steps):
+            idx = [o[s * B:(s + 1) * B] for o in orders]
+            ids = torch.cat([d[0][i] for d, i in zip(data, idx)])
+            labels = torch.cat([d[1][i] for d, i in zip(data, idx)])
+            loss, seen = client_losses(step_ce(L.model, step, ids, labels, select, buckets), labels, K,
+                                       ts.loss_average)
+            shown.append(seen.detach())
+            opt.zero_grad(set_to_none=True)
+            if loss.requires_grad or prox.in_loss:
+                (loss.sum() + prox() if prox.in_loss else loss.sum()).backward()
+            step.weight_grads()
+            opt.step()
+            prox.after_step(ts.learning_rate)
+    opt.zero_grad(set_to_none=True)
+    by_step = torch.stack(shown)
+    return {k: v.detach() for k, v in stacked.items()}, [float(by_step[:, k].mean()) for k in range(K)]
+
+
+def _group_key(L, job: TrainJob):
+    """Jobs batch together iff their proximal anchors have the same keys (or none has one)."""
+    if job.prox_anchor is None or not L.train_spec.prox_mu:
+        return None
+    return tuple(job.prox_anchor)
+
+
+def _runs_alone(L, job: TrainJob) -> bool:
+    """Whether ``job`` must run by itself (an empty training set, or under ``loss_average =
+    "token"`` a batch without any response token): draws its batches from a fresh generator."""
+    ts = L.train_spec
+    ids, labels = L.batches[job.client].train
+    if ids.shape[0] == 0:
+        return True
+    if ts.loss_average != "token":
+        return False
+    order = epoch_order(ids.shape[0], ts.local_steps * ts.batch_size, torch.Generator().manual_seed(job.seed))
+    has = (labels[order][:, 1:] != IGNORE).any(1).view(ts.local_steps, ts.batch_size)
+    return not bool(has.any(1).all())
+
+
+def _run_group(L, jobs: list[TrainJob]) -> list[TrainResult]:
+    """One batched group: the supervised steps together, then each job's rest as ``run``'s."""
+    st, ts = L.trainable_state, L.train_spec
+    gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
+    stacked, losses = supervised_many(L, jobs, gens)
+    out = []
+    for k, job in enumerate(jobs):
+        torch.manual_seed(job.seed)
+        st.load({key: v[k] for key, v in stacked.items()})
+        prox = st.proximal_term(job.prox_anchor, ts.prox_mu, ts.prox_form)
+        out.append(L.finish_joint(job, gens[k], prox, losses[k]))
+    return out
+
+
+def run_many(L, jobs: list[TrainJob]) -> list[TrainResult]:
+    """The results of ``L.run(job)`` for every job, in order, computed batched where possible (see
+    the module docstring)."""
+    for job in jobs:  # run's errors, before anything is computed
+        L.check_job(job)
+    if learner_layout(L).blocker is not None:
+        return [L.run(j) for j in jobs]
+    st, ts = L.trainable_state, L.train_spec
+    groups: dict[object, list[int]] = {}
+    alone = []
+    for i, job in enumerate(jobs):
+        st.load(job.start_state)  # run's checks of the states
+        st.proximal_term(job.prox_anchor, ts.prox_mu, ts.prox_form)
+        if _runs_alone(L, job):
+            alone.append(i)
+        else:
+            groups.setdefault(_group_key(L, job), []).append(i)
+    results: dict[int, TrainResult] = {}
+    for members in groups.values():
+        if len(members) == 1:
+            alone.extend(members)
+            continue
+        results.update(zip(members, _run_group(L, [jobs[i] for i in members])))
+    for i in alone:
+        results[i] = L.run(jobs[i])
+    return [results[i] for i in range(len(jobs))]
