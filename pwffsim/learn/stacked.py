@@ -8,7 +8,9 @@ trainable linear maps compute each row with its own client's slice (``bmm`` over
 * a LoRA layer (peft's ``lora.Linear``): ``base(x) + B_k(A_k(x)) * scaling``;
 * an adapter (:class:`~pwffsim.learn.adapters.BottleneckAdapter`): ``h + up_k(GELU(down_k(h)))``;
 * and, if asked, the output embedding (the LM head) computes the logits of the selected positions
-  only (the response tokens a loss needs).
+  only (the response tokens a loss needs), and so does the last block's MLP: the hidden states at
+  other positions reach no logit (nothing attends to them after the last block), so their MLP output
+  is left at zero (their gradient is zero either way).
 
 **Gradients as sequential training computes them.** A forward may hold any of the step's rows, cut
 to any length (:class:`StepRows`). The gradient a trainable map passes back to its input is computed
@@ -32,7 +34,7 @@ from typing import Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from .adapters import BottleneckAdapter
+from .adapters import BottleneckAdapter, find_block_mlps
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,12 @@ class AdapterSite:
 class StackLayout:
     """Where each trainable key acts (``lora`` / ``adapters``), or why the model cannot be batched
     (``blocker``, None if it can). ``head``: the output embedding, if its logits can be computed at
-    selected positions only (a plain frozen linear layer)."""
+    selected positions only (a plain frozen linear layer); ``last_mlp``: the last block's MLP, if it
+    can be computed at those positions only (no LoRA layer inside)."""
     lora: tuple[LoraSite, ...] = ()
     adapters: tuple[AdapterSite, ...] = ()
     head: nn.Module | None = None
+    last_mlp: nn.Module | None = None
     blocker: str | None = None
 
 
@@ -133,7 +137,10 @@ def stack_layout(model: nn.Module, params: Mapping[str, nn.Parameter]) -> StackL
     if covered != set(params):
         return StackLayout(blocker=f"trainable keys outside LoRA and adapters: {sorted(set(params) - covered)[:3]}")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return StackLayout(tuple(lora), tuple(adapters), _output_head(base, set(key_of)))
+    mlp = find_block_mlps(model)[-1]
+    inside = {id(m) for m in mlp.modules()}
+    last_mlp = None if any(id(s.module) in inside for s in lora) else mlp
+    return StackLayout(tuple(lora), tuple(adapters), _output_head(base, set(key_of)), last_mlp)
 
 
 @dataclass
@@ -237,13 +244,22 @@ class _Forwards:
             return own(module, h if step.positions is None else h[step.positions])
         return forward
 
+    def last_mlp(self, module: nn.Module):
+        own, step = type(module).forward, self.step
+
+        def forward(h, *args, **kwargs):
+            if step.positions is None:
+                return own(module, h, *args, **kwargs)
+            return h.new_zeros(h.shape).index_put(step.positions, own(module, h[step.positions], *args, **kwargs))
+        return forward
+
 
 @contextlib.contextmanager
 def per_client_forward(layout: StackLayout, step: StepRows, select_logits: bool = False) -> Iterator[StepRows]:
     """Inside the block the model computes each row of ``step`` (yielded; set its ``rows`` before
     each forward) with its client's slice of ``step.stacked`` (key -> ``(K, *shape)``).
-    ``select_logits``: the LM head computes ``step.positions`` only (``logits`` then ``(positions,
-    vocab)``); needs ``layout.head``."""
+    ``select_logits``: the LM head (and the last block's MLP, if ``layout.last_mlp``) computes
+    ``step.positions`` only (``logits`` then ``(positions, vocab)``); needs ``layout.head``."""
     if layout.blocker is not None:
         raise ValueError(f"this model cannot be batched: {layout.blocker}")
     f = _Forwards(step)
@@ -252,6 +268,8 @@ def per_client_forward(layout: StackLayout, step: StepRows, select_logits: bool 
         if layout.head is None:
             raise ValueError("the output embedding is not a plain frozen linear layer")
         patched.append((layout.head, f.head(layout.head)))
+        if layout.last_mlp is not None:
+            patched.append((layout.last_mlp, f.last_mlp(layout.last_mlp)))
     try:
         for module, forward in patched:
             module.forward = forward
