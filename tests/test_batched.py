@@ -90,6 +90,27 @@ def test_run_many_with_alignment_metrics_and_mixed_anchors():
         assert a.align_steps_skipped == b.align_steps_skipped
 
 
+def test_run_many_equals_run_on_a_llama_checkpoint(tmp_path):
+    """Another architecture (a tiny random Llama: RMSNorm, rotary positions, grouped KV heads, peft's
+    default q/v targets): batched as well, equal as well."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from pwffsim.learn.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    L = Learner(ModelSpec(source=str(tmp_path), lora_rank=4), DATA, TrainSpec(**FAST, batch_size=4))
+    layout = learner_layout(L)
+    assert layout.blocker is None and len(layout.lora) == 4 and layout.last_mlp is not None
+    jobs = _jobs(L)
+    _check_equal([L.run(j) for j in jobs], L.run_many(jobs))
+
+
 @pytest.mark.parametrize("model, train, why", [
     (ModelSpec(lora_dropout=0.1), dict(), "dropout"),
     (ModelSpec(), dict(local_scheme="fedrep"), "local_scheme"),

@@ -137,8 +137,11 @@ def stack_layout(model: nn.Module, params: Mapping[str, nn.Parameter]) -> StackL
     if covered != set(params):
         return StackLayout(blocker=f"trainable keys outside LoRA and adapters: {sorted(set(params) - covered)[:3]}")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    mlp = find_block_mlps(model)[-1]
-    inside = {id(m) for m in mlp.modules()}
+    try:
+        mlp = find_block_mlps(model)[-1]
+    except ValueError:  # no block MLPs found: every position of the last block is computed
+        mlp = None
+    inside = {id(m) for m in mlp.modules()} if mlp is not None else set()
     last_mlp = None if any(id(s.module) in inside for s in lora) else mlp
     return StackLayout(tuple(lora), tuple(adapters), _output_head(base, set(key_of)), last_mlp)
 
