@@ -59,7 +59,7 @@ def _check_equal(seq: list[TrainResult], bat: list[TrainResult]) -> None:
 
 @pytest.mark.parametrize("train", [
     dict(optimizer="adamw", loss_average="sample", prox_mu=1.0),
-    dict(optimizer="sgd", loss_average="token", prox_mu=0.5, prox_form="gradient"),
+    dict(optimizer="sgd", loss_average="token", prox_mu=0.5, prox_form="gradient", batch_size=5),
     dict(optimizer="adamw", loss_average="token", prox_mu=0.0, learning_rate=1e-2),
 ])
 def test_run_many_equals_run_for_each_optimizer(train):

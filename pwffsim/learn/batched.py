@@ -18,9 +18,10 @@ padding after it never reaches the positions a loss needs; rows are grouped by t
 result equals sequential training up to float round-off (``bmm`` and the shorter rows sum in another
 order), not bit for bit.
 
-After the batched supervised steps, the rest of each update (RLOO alignment, held-out losses, greedy
-metric decoding, the personalization gap) runs per client, exactly as in ``run`` (each client's
-generator continues where its batches left it). Run one by one with ``run`` instead (same results):
+After the batched supervised steps, each client's RLOO alignment steps run by themselves, exactly as
+in ``run`` (each client's generator continues where its batches left it); the held-out losses, the
+greedy metric answers and the personalization gap are computed for every client together again
+(:mod:`pwffsim.learn.batched_eval`). Run one by one with ``run`` instead (same results):
 a learner whose local scheme is not ``"joint"`` (FedRep, Ditto), whose model has active dropout (a
 mask would come from the global RNG: ``lora_dropout > 0`` or a base with dropout) or a trainable
 part that is not vanilla LoRA or an adapter, ``local_steps = 0``; a group of one job (jobs group by
@@ -217,23 +218,36 @@ def _runs_alone(L, job: TrainJob) -> bool:
         return True
     if ts.loss_average != "token":
         return False
-    order = epoch_order(ids.shape[0], ts.local_steps * ts.batch_size, torch.Generator().manual_seed(job.seed))
+    rows = ts.local_steps * ts.batch_size
+    order = epoch_order(ids.shape[0], rows, torch.Generator().manual_seed(job.seed))[:rows]
     has = (labels[order][:, 1:] != IGNORE).any(1).view(ts.local_steps, ts.batch_size)
     return not bool(has.any(1).all())
 
 
 def _run_group(L, jobs: list[TrainJob]) -> list[TrainResult]:
-    """One batched group: the supervised steps together, then each job's rest as ``run``'s."""
+    """One batched group: the supervised steps together, each job's alignment steps by itself (on
+    its own generator), the held-out metrics together (:mod:`pwffsim.learn.batched_eval`)."""
+    from .batched_eval import metrics_many
+
     st, ts = L.trainable_state, L.train_spec
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
     stacked, losses = supervised_many(L, jobs, gens)
-    out = []
+    trained, aligned = [], []
     for k, job in enumerate(jobs):
-        torch.manual_seed(job.seed)
-        st.load({key: v[k] for key, v in stacked.items()})
-        prox = st.proximal_term(job.prox_anchor, ts.prox_mu, ts.prox_form)
-        out.append(L.finish_joint(job, gens[k], prox, losses[k]))
-    return out
+        state = {key: v[k].clone() for key, v in stacked.items()}
+        if ts.align_steps:
+            b = L.batches[job.client]
+            torch.manual_seed(job.seed)
+            st.load(state)
+            prox = st.proximal_term(job.prox_anchor, ts.prox_mu, ts.prox_form)
+            aligned.append(L.aligner.run(b.train_prompts, b.data.train, gens[k], st.trainable, prox,
+                                         job.pref_help, job.pref_safe))
+            state = st.extract()
+        else:
+            aligned.append((float("nan"), 0))
+        trained.append(state)
+    metrics = metrics_many(L, learner_layout(L), jobs, trained)
+    return [L.joint_result(j, s, loss, m, *a) for j, s, loss, m, a in zip(jobs, trained, losses, metrics, aligned)]
 
 
 def run_many(L, jobs: list[TrainJob]) -> list[TrainResult]:

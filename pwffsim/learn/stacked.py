@@ -153,6 +153,12 @@ class _Record:
     g: Tensor
 
 
+def _apply_rows(x: Tensor, w: Tensor, b: Tensor | None, client: Tensor) -> Tensor:
+    """``x_i w_i^T (+ b[client_i])`` per row (``w`` already per row)."""
+    wt = w.transpose(1, 2)
+    return torch.bmm(x, wt) if b is None else torch.baddbmm(b.index_select(0, client).unsqueeze(1), x, wt)
+
+
 class _RowLinear(torch.autograd.Function):
     """``y_i = x_i W_c^T (+ b_c)`` for each row ``i`` of client ``c = client[i]`` (``W`` ``(K, out,
     in)``, ``b`` ``(K, out)`` stacked); records ``x`` and the gradient of ``y`` in ``rec`` at
@@ -164,8 +170,7 @@ class _RowLinear(torch.autograd.Function):
         rec.x[rows, :x.shape[1]] = x
         ctx.rec, ctx.rows = rec, rows
         ctx.save_for_backward(w)
-        wt = w.transpose(1, 2)
-        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.index_select(0, client).unsqueeze(1), x, wt)
+        return _apply_rows(x, w, b, client)
 
     @staticmethod
     def backward(ctx, g):
@@ -180,13 +185,14 @@ class StepRows:
     """One step's batch of ``clients`` x ``per_client`` rows of ``seq_len`` (row ``i`` is client
     ``i // per_client``'s) and which of them the current forward computes: ``rows`` (their indices)
     and, for the LM head, ``positions`` (``(row in the forward, column)`` of the logits to compute;
-    None: every position)."""
+    None: every position). ``record`` False (a forward without backward): no weight gradients."""
     stacked: Mapping[str, Tensor]
     clients: int
     per_client: int
     seq_len: int
     rows: Tensor | None = None
     positions: tuple[Tensor, Tensor] | None = None
+    record: bool = True
     _records: dict[LinearMap, _Record] = field(default_factory=dict)
 
     def linear(self, m: LinearMap, x: Tensor) -> Tensor:
@@ -195,6 +201,9 @@ class StepRows:
         W = self.stacked[m.weight]
         b = None if m.bias is None else self.stacked[m.bias]
         x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+        if not self.record:
+            y = _apply_rows(x3, W.detach().index_select(0, client), None if b is None else b.detach(), client)
+            return y.reshape(*x.shape[:-1], y.shape[-1])
         rec = self._records.get(m)
         if rec is None:
             n = self.clients * self.per_client

@@ -36,7 +36,8 @@ from .costmodel import charged_model
 from .data import DataSpec
 from .metrics import NO_REWARDS, always_refuse_metrics, reward_metrics
 from .model import ModelSpec, build_peft_model, position_limit
-from .optim import LOSS_AVERAGES, OPTIMIZERS, make_optimizer, response_loss, row_cross_entropy
+from .optim import (LOSS_AVERAGES, OPTIMIZERS, held_out_totals, make_optimizer, position_cross_entropy,
+                    response_loss)
 from .state import GROUPS, PROX_FORMS, TrainableState
 
 __all__ = ["GROUPS", "Learner", "TrainJob", "TrainResult", "TrainSpec"]
@@ -258,23 +259,12 @@ class Learner:
             return float("nan")
         ids, labels = rows
         self.model.eval()
-        bs, per_sample = self.train_spec.batch_size, self.train_spec.loss_average == "sample"
-        total, count = 0.0, 0
+        bs, total, count = self.train_spec.batch_size, 0.0, 0
         for i in range(0, ids.shape[0], bs):
             x, y = ids[i:i + bs], labels[i:i + bs]
-            if per_sample:  # total: sum of the rows' means; count: rows with a response token
-                sums, counts = row_cross_entropy(self.model(input_ids=x).logits, y)
-                has = counts > 0
-                total += float((sums[has].double() / counts[has]).sum())
-                count += int(has.sum())
-                continue
-            logits = self.model(input_ids=x).logits[:, :-1]
-            tgt = y[:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                     tgt.reshape(-1), ignore_index=-100,
-                                                     reduction="sum")
-            total += float(loss)
-            count += int((tgt != -100).sum())
+            t, n = held_out_totals(position_cross_entropy(self.model(input_ids=x).logits, y), y,
+                                   self.train_spec.loss_average)
+            total, count = total + t, count + n
         return total / count if count else float("nan")
 
     def _eval_loss(self, client: int) -> float:
@@ -395,13 +385,19 @@ class Learner:
         self.model.eval()
         m = self._metrics(c, job.pref_help, job.pref_safe)
         trained = st.extract()
-        global_only = self.global_only_loss(c, trained, job.personal_reset)
+        m["eval_loss_global_only"] = self.global_only_loss(c, trained, job.personal_reset)
+        return self.joint_result(job, trained, train_loss, m, align_reward, skipped)
+
+    def joint_result(self, job: TrainJob, trained: dict[str, Tensor], train_loss: float, m: Mapping,
+                     align_reward: float, skipped: int) -> TrainResult:
+        """A joint update's result: its trained state, losses, metrics ``m`` (:meth:`_metrics`'s and
+        ``eval_loss_global_only``) and the learner's constant cost."""
         flops, tokens = self._cost
         return TrainResult(client=job.client, round=job.round, state=trained,
-                           num_samples=b.train[0].shape[0], train_loss=train_loss,
+                           num_samples=self.batches[job.client].train[0].shape[0], train_loss=train_loss,
                            eval_loss=m["eval_loss"], flops=flops, tokens=tokens,
                            reward_help=m["reward_help"], reward_safe=m["reward_safe"],
                            objective=m["objective"], eval_loss_others=m["eval_loss_others"],
                            reward_help_borderline=m["reward_help_borderline"],
-                           eval_loss_global_only=global_only, align_reward=align_reward,
+                           eval_loss_global_only=m["eval_loss_global_only"], align_reward=align_reward,
                            align_steps_skipped=skipped)
