@@ -74,10 +74,13 @@ def test_run_many_equals_run_for_each_optimizer(train):
     assert all(_max_diff(r, TrainResult(0, 0, j.start_state, 0, 0, 0, 0, 0)) > 1e-3 for r, j in zip(bat, jobs))
 
 
-def test_run_many_with_alignment_metrics_and_mixed_anchors():
-    """The per-client rest (RLOO steps on the client's own generator, metrics, personalization gap)
-    after the batched supervised steps; jobs with and without an anchor form two batches."""
-    L = _learner(align_steps=1, align_prompts=2, align_samples=2, metric_prompts=2, prox_mu=1.0)
+@pytest.mark.parametrize("kl", [0.0, 0.05])
+def test_run_many_with_alignment_metrics_and_mixed_anchors(kl):
+    """The batched rest: RLOO steps (each client's draws from its own generator; some steps skipped
+    for some clients only; with and without the KL term), metrics, personalization gap; jobs with and
+    without an anchor form two batches."""
+    L = _learner(align_steps=3, align_prompts=2, align_samples=4, metric_prompts=2, prox_mu=1.0,
+                 align_kl_coef=kl)
     jobs = _jobs(L, anchored=(True, False, True, False))
     reset = {k: v for k, v in L.initial_state().items() if L.parameter_group(k) == "lora"}
     for j in jobs:
@@ -88,6 +91,7 @@ def test_run_many_with_alignment_metrics_and_mixed_anchors():
     for a, b in zip(seq, bat):
         assert a.eval_loss_global_only == pytest.approx(b.eval_loss_global_only, rel=1e-5)
         assert a.align_steps_skipped == b.align_steps_skipped
+    assert 0 < sum(r.align_steps_skipped for r in seq) < 3 * len(seq)
 
 
 def test_run_many_equals_run_on_a_llama_checkpoint(tmp_path):

@@ -18,9 +18,9 @@ padding after it never reaches the positions a loss needs; rows are grouped by t
 result equals sequential training up to float round-off (``bmm`` and the shorter rows sum in another
 order), not bit for bit.
 
-After the batched supervised steps, each client's RLOO alignment steps run by themselves, exactly as
-in ``run`` (each client's generator continues where its batches left it); the held-out losses, the
-greedy metric answers and the personalization gap are computed for every client together again
+The rest of the update is batched too, with each client's own draws: the RLOO alignment steps
+(:mod:`pwffsim.learn.batched_align`; each client's generator continues where its batches left it)
+and the held-out losses, greedy metric answers and personalization gap
 (:mod:`pwffsim.learn.batched_eval`). Run one by one with ``run`` instead (same results):
 a learner whose local scheme is not ``"joint"`` (FedRep, Ditto), whose model has active dropout (a
 mask would come from the global RNG: ``lora_dropout > 0`` or a base with dropout) or a trainable
@@ -225,28 +225,19 @@ def _runs_alone(L, job: TrainJob) -> bool:
 
 
 def _run_group(L, jobs: list[TrainJob]) -> list[TrainResult]:
-    """One batched group: the supervised steps together, each job's alignment steps by itself (on
-    its own generator), the held-out metrics together (:mod:`pwffsim.learn.batched_eval`)."""
+    """One batched group: the supervised steps, the alignment steps (:mod:`.batched_align`) and the
+    held-out metrics (:mod:`.batched_eval`) of every job together."""
+    from .batched_align import align_many
     from .batched_eval import metrics_many
 
-    st, ts = L.trainable_state, L.train_spec
+    layout = learner_layout(L)
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
     stacked, losses = supervised_many(L, jobs, gens)
-    trained, aligned = [], []
-    for k, job in enumerate(jobs):
-        state = {key: v[k].clone() for key, v in stacked.items()}
-        if ts.align_steps:
-            b = L.batches[job.client]
-            torch.manual_seed(job.seed)
-            st.load(state)
-            prox = st.proximal_term(job.prox_anchor, ts.prox_mu, ts.prox_form)
-            aligned.append(L.aligner.run(b.train_prompts, b.data.train, gens[k], st.trainable, prox,
-                                         job.pref_help, job.pref_safe))
-            state = st.extract()
-        else:
-            aligned.append((float("nan"), 0))
-        trained.append(state)
-    metrics = metrics_many(L, learner_layout(L), jobs, trained)
+    trained = [{key: v[k].clone() for key, v in stacked.items()} for k in range(len(jobs))]
+    aligned = [(float("nan"), 0)] * len(jobs)
+    if L.train_spec.align_steps:
+        trained, aligned = align_many(L, layout, jobs, gens, trained)
+    metrics = metrics_many(L, layout, jobs, trained)
     return [L.joint_result(j, s, loss, m, *a) for j, s, loss, m, a in zip(jobs, trained, losses, metrics, aligned)]
 
 
