@@ -115,9 +115,40 @@ def test_run_many_equals_run_on_a_llama_checkpoint(tmp_path):
     _check_equal([L.run(j) for j in jobs], L.run_many(jobs))
 
 
+@pytest.mark.parametrize("scheme", ["fedrep", "ditto"])
+def test_run_many_equals_run_for_fedrep_and_ditto(scheme, monkeypatch):
+    """The baselines' procedures batched phase by phase: FedRep's personal then global steps (and
+    its RLOO steps on the personal part), Ditto's global track and personal model (from its own
+    start, or the initial state) with the pull towards the downloaded state."""
+    import pwffsim.learn.batched_schemes as schemes
+
+    L = _learner(local_scheme=scheme, prox_mu=0.5, align_steps=2, align_prompts=2, align_samples=4,
+                 metric_prompts=2, fedrep_global_steps=2, ditto_lambda=0.3)
+    jobs = _jobs(L)
+    for i, j in enumerate(jobs):
+        j.local_scheme = scheme
+        j.personal_reset = {k: v for k, v in L.initial_state().items() if L.parameter_group(k) == "lora"}
+        if scheme == "ditto" and i % 2:
+            j.personal_start = {k: v + 0.01 for k, v in j.start_state.items()}
+    calls = []
+    batched = getattr(schemes, f"{scheme}_many")
+    monkeypatch.setattr(schemes, f"{scheme}_many", lambda L, jobs: calls.append(len(jobs)) or batched(L, jobs))
+    bat = L.run_many(jobs)
+    seq = [L.run(j) for j in jobs]
+    assert calls == [4]
+    _check_equal(seq, bat)
+    for a, b in zip(seq, bat):
+        assert a.eval_loss_global_only == pytest.approx(b.eval_loss_global_only, rel=1e-5)
+        assert a.align_steps_skipped == b.align_steps_skipped
+        if scheme == "ditto":
+            assert max(float((a.personal_state[k] - b.personal_state[k]).abs().max()) for k in a.state) <= TOL
+        else:
+            assert b.personal_state is None
+
+
 @pytest.mark.parametrize("model, train, why", [
     (ModelSpec(lora_dropout=0.1), dict(), "dropout"),
-    (ModelSpec(), dict(local_scheme="fedrep"), "local_scheme"),
+    (ModelSpec(lora_dropout=0.1), dict(local_scheme="fedrep"), "dropout"),
     (ModelSpec(), dict(local_steps=0), "local_steps"),
 ])
 def test_run_many_falls_back_to_run(model, train, why):
@@ -129,6 +160,26 @@ def test_run_many_falls_back_to_run(model, train, why):
     seq = [L.run(j) for j in jobs]
     for a, b in zip(seq, bat):
         assert _max_diff(a, b) == 0.0 and (a.train_loss == b.train_loss or math.isnan(a.train_loss))
+
+
+@pytest.mark.parametrize("average", ["sample", "token"])
+def test_run_many_equals_run_with_rows_without_response_tokens(average):
+    """Rows whose prompt fills the row (no response token): a client with some (they weigh nothing)
+    and one with only such rows (nan loss, zero gradient, the optimizer still steps), as in run."""
+    import dataclasses
+
+    L = _learner(loss_average=average, eval_batches=0)
+    for c, n in ((1, 10), (2, 24)):
+        b = L.batches[c]
+        labels = b.train[1].clone()
+        labels[:n] = -100
+        L.batches._cache[c] = dataclasses.replace(b, train=(b.train[0], labels))
+    jobs = _jobs(L)[:3]
+    for j, c in zip(jobs, (0, 1, 2)):
+        j.client = c
+    seq, bat = [L.run(j) for j in jobs], L.run_many(jobs)
+    _check_equal(seq, bat)
+    assert math.isnan(seq[2].train_loss) and not math.isnan(seq[1].train_loss)
 
 
 def test_run_many_raises_run_errors():

@@ -21,17 +21,17 @@ order), not bit for bit.
 The rest of the update is batched too, with each client's own draws: the RLOO alignment steps
 (:mod:`pwffsim.learn.batched_align`; each client's generator continues where its batches left it)
 and the held-out losses, greedy metric answers and personalization gap
-(:mod:`pwffsim.learn.batched_eval`). Run one by one with ``run`` instead (same results):
-a learner whose local scheme is not ``"joint"`` (FedRep, Ditto), whose model has active dropout (a
+(:mod:`pwffsim.learn.batched_eval`). FedRep's and Ditto's procedures are batched phase by phase (:mod:`pwffsim.learn.batched_schemes`).
+Run one by one with ``run`` instead (same results): a learner whose model has active dropout (a
 mask would come from the global RNG: ``lora_dropout > 0`` or a base with dropout) or a trainable
 part that is not vanilla LoRA or an adapter, ``local_steps = 0``; a group of one job (jobs group by
-the keys of their proximal anchor); and, under ``loss_average = "token"``, a job with a batch without
-any response token (its loss is nan in ``run``).
+the keys of their proximal anchor). A batch without any response token gives the client a nan loss
+and a zero gradient, as in ``run``.
 """
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -56,9 +56,7 @@ def learner_layout(L) -> StackLayout:
     layout = getattr(L, "_stack_layout", None)
     if layout is None:
         ts = L.train_spec
-        if ts.local_scheme != "joint":
-            layout = StackLayout(blocker=f"local_scheme {ts.local_scheme!r}")
-        elif ts.local_steps == 0:
+        if ts.local_steps == 0:
             layout = StackLayout(blocker="local_steps = 0")
         else:
             layout = stack_layout(L.model, L.trainable_state.params)
@@ -153,38 +151,24 @@ def client_losses(ce: Tensor, labels: Tensor, K: int, average: str) -> tuple[Ten
     return loss, torch.where(rows > 0, loss, math.nan)
 
 
-def _stacked_prox(L, jobs: Sequence[TrainJob], stacked: dict[str, Tensor]) -> ProximalTerm:
-    """The proximal term of every job at once (the jobs' anchors have the same keys, or none has
-    one): pairs of stacked parameters and stacked anchors."""
-    ts, params = L.train_spec, L.trainable_state.params
-    anchor = jobs[0].prox_anchor
-    if anchor is None or not ts.prox_mu:
-        return ProximalTerm([], ts.prox_mu, ts.prox_form)
-    pairs = [(stacked[k], torch.stack([j.prox_anchor[k].detach().to(params[k].dtype) for j in jobs]))
-             for k in anchor]
-    return ProximalTerm(pairs, ts.prox_mu, ts.prox_form)
+def stacked_prox(anchors: Sequence[Mapping[str, Tensor] | None], mu: float, form: str,
+                 stacked: Mapping[str, Tensor]) -> ProximalTerm:
+    """The proximal term of every client at once (their anchors have the same keys, or none has
+    one; ``mu`` 0: none): pairs of stacked parameters and stacked anchors, in the anchor's key order
+    (as :meth:`~pwffsim.learn.state.TrainableState.proximal_term`)."""
+    anchor = anchors[0]
+    if anchor is None or not mu:
+        return ProximalTerm([], mu, form)
+    pairs = [(stacked[k], torch.stack([a[k].detach().to(stacked[k].dtype) for a in anchors])) for k in anchor]
+    return ProximalTerm(pairs, mu, form)
 
 
-def supervised_many(L, jobs: Sequence[TrainJob], gens: Sequence[torch.Generator],
-                    buckets: bool = True, select: bool = True) -> tuple[dict[str, Tensor], list[float]]:
-    """The supervised steps of every job together (see the module docstring): ``(stacked trained
-    state, each job's mean loss)``. ``buckets`` / ``select``: the length buckets and the LM head at
-    the response positions only (off: one forward of the rows cut to the step's longest, every
-    logit)."""
-    ts, st, layout = L.train_spec, L.trainable_state, learner_layout(L)
-    K, B, steps = len(jobs), ts.batch_size, ts.local_steps
-    data = [L.batches[j.client].train for j in jobs]
-    orders = [epoch_order(ids.shape[0], steps * B, g) for (ids, _), g in zip(data, gens)]
-    stacked = {k: torch.stack([j.start_state[k] for j in jobs]).to(p.dtype).requires_grad_(True)
-               for k, p in st.params.items()}
-    prox = _stacked_prox(L, jobs, stacked)
-    opt = make_optimizer(ts.optimizer, list(stacked.values()), ts.learning_rate)
-    select = select and layout.head is not None
+def _steps(L, layout, step: StepRows, data, orders, opt, prox, select: bool, buckets: bool) -> list[Tensor]:
+    """The supervised steps of :func:`supervised_many`; each step's per-client losses."""
+    ts, B, K = L.train_spec, L.train_spec.batch_size, step.clients
     shown = []
-    L.model.train()
-    step = StepRows(stacked, K, B, data[0][0].shape[1])
     with per_client_forward(layout, step, select_logits=select):
-        for s in range(steps):
+        for s in range(len(orders[0]) // B):
             idx = [o[s * B:(s + 1) * B] for o in orders]
             ids = torch.cat([d[0][i] for d, i in zip(data, idx)])
             labels = torch.cat([d[1][i] for d, i in zip(data, idx)])
@@ -198,6 +182,38 @@ def supervised_many(L, jobs: Sequence[TrainJob], gens: Sequence[torch.Generator]
             opt.step()
             prox.after_step(ts.learning_rate)
     opt.zero_grad(set_to_none=True)
+    return shown
+
+
+def supervised_many(L, jobs: Sequence[TrainJob], gens: Sequence[torch.Generator], *,
+                    starts: Sequence[Mapping[str, Tensor]] | None = None,
+                    anchors: Sequence[Mapping[str, Tensor] | None] | None = None, mu: float | None = None,
+                    keys: Sequence[str] | None = None, steps: int | None = None,
+                    buckets: bool = True, select: bool = True) -> tuple[dict[str, Tensor], list[float]]:
+    """The supervised steps of every job together (see the module docstring), as
+    ``Learner._supervised_steps``: ``steps`` (default ``local_steps``) steps of a fresh optimizer on
+    ``keys`` (default every trainable key; the others frozen) from ``starts`` (default the jobs' start
+    states), with the proximal term ``mu`` (default ``prox_mu``) towards ``anchors`` (default the
+    jobs' ``prox_anchor``); ``(stacked trained state, each job's mean loss)``. ``buckets`` /
+    ``select``: the length buckets and the LM head at the response positions only (off: one forward
+    of the rows cut to the step's longest, every logit)."""
+    ts, st, layout = L.train_spec, L.trainable_state, learner_layout(L)
+    K, B = len(jobs), ts.batch_size
+    steps = ts.local_steps if steps is None else steps
+    starts = [j.start_state for j in jobs] if starts is None else starts
+    trained = set(st.params if keys is None else keys)
+    data = [L.batches[j.client].train for j in jobs]
+    orders = [epoch_order(ids.shape[0], steps * B, g)[:steps * B] for (ids, _), g in zip(data, gens)]
+    stacked = {k: torch.stack([s[k] for s in starts]).to(p.dtype).requires_grad_(k in trained)
+               for k, p in st.params.items()}
+    if not steps:
+        return {k: v.detach() for k, v in stacked.items()}, [math.nan] * K
+    prox = stacked_prox([j.prox_anchor for j in jobs] if anchors is None else anchors,
+                        ts.prox_mu if mu is None else mu, ts.prox_form, stacked)
+    opt = make_optimizer(ts.optimizer, [v for k, v in stacked.items() if k in trained], ts.learning_rate)
+    L.model.train()
+    shown = _steps(L, layout, StepRows(stacked, K, B, data[0][0].shape[1]), data, orders, opt, prox,
+                   select and layout.head is not None, buckets)
     by_step = torch.stack(shown)
     return {k: v.detach() for k, v in stacked.items()}, [float(by_step[:, k].mean()) for k in range(K)]
 
@@ -209,26 +225,17 @@ def _group_key(L, job: TrainJob):
     return tuple(job.prox_anchor)
 
 
-def _runs_alone(L, job: TrainJob) -> bool:
-    """Whether ``job`` must run by itself (an empty training set, or under ``loss_average =
-    "token"`` a batch without any response token): draws its batches from a fresh generator."""
-    ts = L.train_spec
-    ids, labels = L.batches[job.client].train
-    if ids.shape[0] == 0:
-        return True
-    if ts.loss_average != "token":
-        return False
-    rows = ts.local_steps * ts.batch_size
-    order = epoch_order(ids.shape[0], rows, torch.Generator().manual_seed(job.seed))[:rows]
-    has = (labels[order][:, 1:] != IGNORE).any(1).view(ts.local_steps, ts.batch_size)
-    return not bool(has.any(1).all())
-
-
 def _run_group(L, jobs: list[TrainJob]) -> list[TrainResult]:
     """One batched group: the supervised steps, the alignment steps (:mod:`.batched_align`) and the
-    held-out metrics (:mod:`.batched_eval`) of every job together."""
+    held-out metrics (:mod:`.batched_eval`) of every job together; FedRep and Ditto by
+    :mod:`.batched_schemes`."""
     from .batched_align import align_many
     from .batched_eval import metrics_many
+
+    if L.local_scheme != "joint":
+        from .batched_schemes import ditto_many, fedrep_many
+
+        return (fedrep_many if L.local_scheme == "fedrep" else ditto_many)(L, jobs)
 
     layout = learner_layout(L)
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
@@ -254,7 +261,9 @@ def run_many(L, jobs: list[TrainJob]) -> list[TrainResult]:
     for i, job in enumerate(jobs):
         st.load(job.start_state)  # run's checks of the states
         st.proximal_term(job.prox_anchor, ts.prox_mu, ts.prox_form)
-        if _runs_alone(L, job):
+        if L.local_scheme == "ditto" and job.personal_start is not None:
+            st.load(job.personal_start)
+        if L.batches[job.client].train[0].shape[0] == 0:  # no training row: run's error
             alone.append(i)
         else:
             groups.setdefault(_group_key(L, job), []).append(i)

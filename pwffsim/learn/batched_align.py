@@ -13,7 +13,7 @@ optimizer state untouched), stepped with its own gradient, then its own proximal
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -29,15 +29,17 @@ class _Client:
     """One client's alignment phase: its trainable tensors, optimizer, proximal term, reference and
     what its steps gave."""
 
-    def __init__(self, L, job: TrainJob, gen: torch.Generator, state: dict[str, Tensor]):
+    def __init__(self, L, job: TrainJob, gen: torch.Generator, state: dict[str, Tensor],
+                 anchor: Mapping[str, Tensor] | None, mu: float, keys: set[str]):
         ts = L.train_spec
         self.job, self.gen, self.data = job, gen, L.batches[job.client]
-        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in state.items()}
-        self.opt = make_optimizer(ts.optimizer, list(self.params.values()), ts.align_learning_rate)
-        anchor = job.prox_anchor if ts.prox_mu else None
+        self.params = {k: v.detach().clone().requires_grad_(k in keys) for k, v in state.items()}
+        self.opt = make_optimizer(ts.optimizer, [p for p in self.params.values() if p.requires_grad],
+                                  ts.align_learning_rate)
+        anchor = anchor if mu else None
         self.prox = ProximalTerm([] if anchor is None else
                                  [(self.params[k], v.detach().to(self.params[k].dtype)) for k, v in anchor.items()],
-                                 ts.prox_mu, ts.prox_form)
+                                 mu, ts.prox_form)
         self.ref = {k: v.detach().clone() for k, v in state.items()} if ts.align_kl_coef > 0 else None
         self.rewards: list[float] = []
         self.skipped = 0
@@ -97,7 +99,9 @@ def _step(L, layout: StackLayout, clients: list[_Client]) -> None:
     if active[0][0].ref is not None:
         with torch.no_grad():
             logp_ref = _forward_logp(L, layout, _stack([a[0].ref for a in active]), x, xm, new, n, False)[0].split(n)
-    stacked = {k: v.detach().requires_grad_(True) for k, v in _stack([a[0].params for a in active]).items()}
+    first = active[0][0].params
+    stacked = {k: v.detach().requires_grad_(first[k].requires_grad)
+               for k, v in _stack([a[0].params for a in active]).items()}
     logp, rows = _forward_logp(L, layout, stacked, x, xm, new, n, True)
     losses, trained = [], []
     for i, ((c, _, _, nw, r), lp) in enumerate(zip(active, logp.split(n))):
@@ -116,17 +120,26 @@ def _step(L, layout: StackLayout, clients: list[_Client]) -> None:
     rows.weight_grads()
     for i, c in trained:
         for k, p in c.params.items():
-            g = stacked[k].grad[i]
-            p.grad = g if p.grad is None else p.grad + g
+            if p.requires_grad:
+                g = stacked[k].grad[i]
+                p.grad = g if p.grad is None else p.grad + g
         c.opt.step()
         c.prox.after_step(lr)
 
 
 def align_many(L, layout: StackLayout, jobs: Sequence[TrainJob], gens: Sequence[torch.Generator],
-               states: Sequence[dict[str, Tensor]]) -> tuple[list[dict[str, Tensor]], list[tuple[float, int]]]:
+               states: Sequence[dict[str, Tensor]], *, anchors: Sequence[Mapping[str, Tensor] | None] | None = None,
+               mu: float | None = None, keys: Sequence[str] | None = None
+               ) -> tuple[list[dict[str, Tensor]], list[tuple[float, int]]]:
     """Each job's ``align_steps`` RLOO steps from its ``state`` (after its supervised steps), on its
-    generator: ``(aligned states, [(align_reward, align_steps_skipped)])``, as ``L.aligner.run``."""
-    clients = [_Client(L, j, g, s) for j, g, s in zip(jobs, gens, states)]
+    generator, training ``keys`` (default all), with the proximal term ``mu`` (default ``prox_mu``)
+    towards ``anchors`` (default the jobs' ``prox_anchor``): ``(aligned states, [(align_reward,
+    align_steps_skipped)])``, as ``L.aligner.run``."""
+    ts = L.train_spec
+    anchors = [j.prox_anchor for j in jobs] if anchors is None else anchors
+    trained = set(states[0] if keys is None else keys)
+    clients = [_Client(L, j, g, s, a, ts.prox_mu if mu is None else mu, trained)
+               for j, g, s, a in zip(jobs, gens, states, anchors)]
     for _ in range(L.train_spec.align_steps):
         _step(L, layout, clients)
     out = [c.result() for c in clients]

@@ -86,9 +86,11 @@ def _greedy_alone(L, state: Mapping[str, Tensor], prompts: tuple[Tensor, Tensor]
     return L.sampler.generate(*prompts, None)
 
 
-def metrics_many(L, layout: StackLayout, jobs: Sequence[TrainJob], states: Sequence[dict[str, Tensor]]) -> list[dict]:
+def metrics_many(L, layout: StackLayout, jobs: Sequence[TrainJob], states: Sequence[dict[str, Tensor]],
+                 gap_states: Sequence[dict[str, Tensor]] | None = None) -> list[dict]:
     """For each job, ``L._metrics(client, ...)`` of its trained ``state`` and its
-    ``eval_loss_global_only`` (:meth:`~pwffsim.learn.train.Learner.global_only_loss`)."""
+    ``eval_loss_global_only``: the eval loss of ``gap_states`` if given, else of the state with its
+    personal part reset (:meth:`~pwffsim.learn.train.Learner.global_only_loss`)."""
     b = [L.batches[j.client] for j in jobs]
     stacked = _stack(states)
     own = losses_many(L, layout, stacked, [x.eval for x in b])
@@ -103,7 +105,9 @@ def metrics_many(L, layout: StackLayout, jobs: Sequence[TrainJob], states: Seque
             if x.metric_samples:
                 m.update(reward_metrics(L.rewards, x.metric_samples, L.sampler.decode(new), j.pref_help, j.pref_safe))
     reset = [j.personal_reset for j in jobs]
-    if all(reset) and len({frozenset(r) for r in reset}) == 1:
+    if gap_states is not None:
+        gap = losses_many(L, layout, _stack(gap_states), [x.eval for x in b])
+    elif all(reset) and len({frozenset(r) for r in reset}) == 1:
         gap = losses_many(L, layout, _stack([{**s, **r} for s, r in zip(states, reset)]), [x.eval for x in b])
     else:
         gap = [L.global_only_loss(j.client, s, j.personal_reset) for j, s in zip(jobs, states)]

@@ -217,11 +217,15 @@ class StepRows:
         (a map no row reached gets zeros), and start the next step."""
         grads, K = {}, self.clients
         for m, rec in self._records.items():
+            if not self.stacked[m.weight].requires_grad:
+                continue
             g, x = rec.g.view(K, -1, rec.g.shape[-1]), rec.x.view(K, -1, rec.x.shape[-1])
             grads[m.weight] = torch.bmm(g.transpose(1, 2), x)
             if m.bias is not None:
                 grads[m.bias] = g.sum(1)
         for key, t in self.stacked.items():
+            if not t.requires_grad:  # frozen in this phase
+                continue
             add = grads.get(key)
             if add is None:
                 add = torch.zeros_like(t)
