@@ -253,7 +253,7 @@ def run_many(L, jobs: list[TrainJob]) -> list[TrainResult]:
     the module docstring)."""
     for job in jobs:  # run's errors, before anything is computed
         L.check_job(job)
-    if learner_layout(L).blocker is not None:
+    if len(jobs) < 2 or learner_layout(L).blocker is not None:
         return [L.run(j) for j in jobs]
     st, ts = L.trainable_state, L.train_spec
     groups: dict[object, list[int]] = {}
