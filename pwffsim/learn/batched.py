@@ -1,4 +1,4 @@
-"""Batched local updates: the supervised steps of several clients computed together
+"""Batched local updates: several clients' local updates computed together
 (``execution.batch_clients``; :meth:`pwffsim.learn.train.Learner.run_many`).
 
 Clients that train on the same frozen base differ only in their trainable state (LoRA + adapters).
@@ -9,19 +9,21 @@ adapters (``bmm``); the loss is the sum over clients of each client's own loss (
 is its client's alone) and one optimizer steps the stacked tensors (AdamW and SGD are elementwise, so
 every slice gets exactly its client's update; the proximal step and term are elementwise too).
 
-Exactly what :meth:`~pwffsim.learn.train.Learner.run` does, per client: its batches are drawn from its
-own generator seeded with ``job.seed`` (:func:`~pwffsim.learn.batches.epoch_order`), from its own
-rows, with its own start state, proximal anchor and loss average. Two savings change nothing but the
-order of float sums: a row is computed only up to its last response token (the model is causal, so the
-padding after it never reaches the positions a loss needs; rows are grouped by that length,
-:func:`length_buckets`), and the LM head computes the logits of the response positions only. So the
-result equals sequential training up to float round-off (``bmm`` and the shorter rows sum in another
-order), not bit for bit.
+What :meth:`~pwffsim.learn.train.Learner.run` does, per client: its batches are drawn from its own
+generator seeded with ``job.seed`` (:func:`~pwffsim.learn.batches.epoch_order`), from its own rows,
+with its own start state, proximal anchor and loss average. A row is computed only up to its last
+response token, rounded up to a multiple of :data:`CUT_STEP` positions (the model is causal: the
+padding after it never reaches a position a loss needs; rows are grouped by that length,
+:func:`length_buckets`), and the LM head computes the logits of the response positions only. Each
+trainable map's weight gradient is formed per client from its inputs and output gradients laid out as
+the client's own batch (:class:`~pwffsim.learn.stacked.StepRows`), so that it sums in the order of a
+sequential run: on the machines tested the result equals ``run``'s bit for bit; elsewhere it may
+differ in the last bits (float sums in another order), not more.
 
 The rest of the update is batched too, with each client's own draws: the RLOO alignment steps
-(:mod:`pwffsim.learn.batched_align`; each client's generator continues where its batches left it)
-and the held-out losses, greedy metric answers and personalization gap
-(:mod:`pwffsim.learn.batched_eval`). FedRep's and Ditto's procedures are batched phase by phase (:mod:`pwffsim.learn.batched_schemes`).
+(:mod:`pwffsim.learn.batched_align`; each client's generator continues where its batches left it),
+the held-out losses, greedy metric answers and personalization gap (:mod:`pwffsim.learn.batched_eval`),
+and FedRep's and Ditto's procedures phase by phase (:mod:`pwffsim.learn.batched_schemes`).
 Run one by one with ``run`` instead (same results): a learner whose model has active dropout (a
 mask would come from the global RNG: ``lora_dropout > 0`` or a base with dropout) or a trainable
 part that is not vanilla LoRA or an adapter, ``local_steps = 0``; a group of one job (jobs group by
