@@ -8,6 +8,9 @@ moved.  Write every scenario of ``trace_hashes.py`` with each tree, then compare
     python benchmarks/trace_compare.py --write /tmp/new
     python benchmarks/trace_compare.py --compare /tmp/old /tmp/new [--rtol 1e-9]
 
+``--write DIR --set key=value`` adds an override to every scenario (e.g. ``execution.batch_clients=8``,
+against the same tree without it).
+
 The comparison reads every CSV table of every scenario: the same columns and rows (in order), every
 text cell equal and every number within ``rtol`` (relative, with an absolute floor of ``rtol`` x the
 column's largest magnitude).  It prints the largest relative difference per table and exits 1 on a
@@ -29,7 +32,7 @@ from trace_hashes import scenarios  # noqa: E402  (the same scenario list)
 CSV_TABLES = ("events.csv", "rounds.csv", "clients.csv", "final.csv", "links.csv")
 
 
-def write_all(out: Path, only: list[str]) -> None:
+def write_all(out: Path, only: list[str], extra: list[str] = ()) -> None:
     from pwffsim.cli import main
 
     for name, path, overrides in scenarios():
@@ -37,7 +40,7 @@ def write_all(out: Path, only: list[str]) -> None:
             continue
         d = out / name.replace("/", "__")
         args = (["run"] + ([path] if path else []) + ["--out", str(d), "--seed", "0", "--no-plot", "--quiet"]
-                + [a for o in overrides for a in ("--set", o)])
+                + [a for o in [*overrides, *extra] for a in ("--set", o)])
         with contextlib.redirect_stdout(io.StringIO()):
             if main(args) != 0:
                 raise SystemExit(f"trace_compare: run failed: {' '.join(args)}")
@@ -107,9 +110,10 @@ def main() -> int:
     mode.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), type=Path)
     ap.add_argument("--rtol", type=float, default=1e-9)
     ap.add_argument("--only", action="append", default=[], help="scenario name (repeatable)")
+    ap.add_argument("--set", action="append", default=[], help="with --write: an override for every scenario")
     args = ap.parse_args()
     if args.write:
-        write_all(args.write, args.only)
+        write_all(args.write, args.only, args.set)
         return 0
     return compare_all(*args.compare, args.rtol)
 

@@ -84,21 +84,18 @@ class ResponseSampler:
         self.cache_kw = cache_keyword(model)
 
     @torch.no_grad()
-    def generate(self, ids: Tensor, mask: Tensor, gen: torch.Generator | None) -> Tensor:
+    def generate(self, ids: Tensor, mask: Tensor, gen) -> Tensor:
         """``[n, T]`` new tokens after left-padded prompts: sampled at temperature 1 from ``gen``
-        (``torch.multinomial``) or greedy if ``gen`` is None. Always ``T`` tokens (no early stop);
-        a KV cache: one prefill of ``P`` tokens, then ``T - 1`` single-token forwards."""
+        (``torch.multinomial``; a sequence of generators: one per equal consecutive part of the rows,
+        :meth:`_next`) or greedy if ``gen`` is None. Always ``T`` tokens (no early stop); a KV
+        cache: one prefill of ``P`` tokens, then ``T - 1`` single-token forwards."""
         T = self.max_new_tokens
         self.model.eval()
         pos = positions(mask)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         new = []
         for i in range(T):
-            logits = out.logits[:, -1].float()
-            if gen is None:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)
+            nxt = self._next(out.logits[:, -1].float(), gen)
             new.append(nxt)
             if i == T - 1:
                 break
@@ -110,6 +107,18 @@ class ResponseSampler:
             out = self.model(input_ids=nxt, attention_mask=mask, position_ids=pos,
                              use_cache=True, **{self.cache_kw: kv})
         return torch.cat(new, 1)
+
+    @staticmethod
+    def _next(logits: Tensor, gen) -> Tensor:
+        """``[n, 1]`` next tokens: greedy (``gen`` None), sampled from ``gen``, or (a sequence of
+        generators) the rows split in as many equal consecutive parts, each sampled from its own."""
+        if gen is None:
+            return logits.argmax(-1, keepdim=True)
+        probs = torch.softmax(logits, -1)
+        if isinstance(gen, torch.Generator):
+            return torch.multinomial(probs, 1, generator=gen)
+        return torch.cat([torch.multinomial(part, 1, generator=g)
+                          for part, g in zip(probs.split(probs.shape[0] // len(gen)), gen)])
 
     def until_eos(self, new: Tensor) -> Tensor:
         """Mask of the response tokens up to and including the first eos."""
@@ -170,25 +179,41 @@ class RLOOAligner:
             opt.zero_grad(set_to_none=True)
         return (sum(align_r) / len(align_r) if align_r else float("nan")), skipped
 
+    def draw_prompts(self, prompts: Prompts, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """``(ids, mask, pick)``: ``align_prompts`` prompts drawn from ``prompts`` (``torch.randint``
+        on ``gen``), each repeated K times."""
+        ts = self.spec
+        p_ids, p_mask = prompts
+        pick = torch.randint(p_ids.shape[0], (ts.align_prompts,), generator=gen)
+        return (p_ids[pick].repeat_interleave(ts.align_samples, 0),
+                p_mask[pick].repeat_interleave(ts.align_samples, 0), pick)
+
+    def score(self, samples: Sequence[Sample], pick: Tensor, new: Tensor, pref_help: float,
+              pref_safe: float) -> Tensor:
+        """The personalized rewards ``[align_prompts, K]`` of the responses ``new`` to the drawn
+        prompts ``pick`` (``samples`` behind them)."""
+        from .rewards import prompt_reward
+
+        K = self.spec.align_samples
+        picked = [samples[int(i)] for i in pick for _ in range(K)]
+        rh, rs = self.rewards.score(picked, self.sampler.decode(new))
+        return torch.tensor([prompt_reward(p, h, s, pref_help, pref_safe) for p, h, s in zip(picked, rh, rs)],
+                            dtype=torch.float32).view(self.spec.align_prompts, K)
+
     def _sample_and_score(self, prompts: Prompts, samples: Sequence[Sample],
                           gen: torch.Generator, pref_help: float,
                           pref_safe: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(ids, mask, new, r)``: the drawn prompts (each repeated K times), the sampled
         responses and their personalized rewards ``[align_prompts, K]``."""
-        from .rewards import prompt_reward
-
-        ts = self.spec
-        K = ts.align_samples
-        p_ids, p_mask = prompts
-        pick = torch.randint(p_ids.shape[0], (ts.align_prompts,), generator=gen)
-        ids = p_ids[pick].repeat_interleave(K, 0)
-        mask = p_mask[pick].repeat_interleave(K, 0)
+        ids, mask, pick = self.draw_prompts(prompts, gen)
         new = self.sampler.generate(ids, mask, gen)
-        picked = [samples[int(i)] for i in pick for _ in range(K)]
-        rh, rs = self.rewards.score(picked, self.sampler.decode(new))
-        r = torch.tensor([prompt_reward(p, h, s, pref_help, pref_safe) for p, h, s in zip(picked, rh, rs)],
-                         dtype=torch.float32).view(ts.align_prompts, K)
-        return ids, mask, new, r
+        return ids, mask, new, self.score(samples, pick, new, pref_help, pref_safe)
+
+    @staticmethod
+    def policy_inputs(ids: Tensor, mask: Tensor, new: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x, xm)``: the policy gradient's input ``[prompt, response[:-1]]`` (the last token is
+        never an input) and its attention mask."""
+        return torch.cat([ids, new], 1)[:, :-1], torch.cat([mask, torch.ones_like(new)], 1)[:, :-1]
 
     def _response_logp(self, x: Tensor, xm: Tensor, new: Tensor) -> Tensor:
         """``[n, T]`` log-probs of the sampled tokens ``new`` under the current parameters, from one
@@ -221,23 +246,12 @@ class RLOOAligner:
         ids, mask, new, r = self._sample_and_score(prompts, samples, gen, pref_help, pref_safe)
         if ref is None and bool(equal_groups(r).all()):
             return float(r.mean()), True
-        # Policy gradient on [prompt, response[:-1]] (the last token is never an input).
-        x = torch.cat([ids, new], 1)[:, :-1]
-        xm = torch.cat([mask, torch.ones_like(new)], 1)[:, :-1]
+        x, xm = self.policy_inputs(ids, mask, new)
         keep = self.sampler.until_eos(new)
         logp_ref = None if ref is None else self._reference_logp(x, xm, new, params, ref)
-        logp = self._response_logp(x, xm, new)
-        shaped = r
-        if logp_ref is not None:
-            kl = sequence_kl(logp.detach(), logp_ref, keep)
-            shaped = r - self.spec.align_kl_coef * kl.view(r.shape)
-        flat = equal_groups(shaped)
-        if bool(flat.all()):
+        loss = self.policy_loss(r, self._response_logp(x, xm, new), logp_ref, keep)
+        if loss is None:
             return float(r.mean()), True
-        adv = leave_one_out_advantages(shaped)
-        if bool(flat.any()):
-            adv = adv.masked_fill(flat.repeat_interleave(r.shape[1]), 0.0)
-        loss = -(adv * (logp * keep).sum(1)).mean()
         if prox.in_loss:
             loss = loss + prox()
         opt.zero_grad(set_to_none=True)
@@ -245,3 +259,19 @@ class RLOOAligner:
         opt.step()
         prox.after_step(self.spec.align_learning_rate)
         return float(r.mean()), False
+
+    def policy_loss(self, r: Tensor, logp: Tensor, logp_ref: Tensor | None, keep: Tensor) -> Tensor | None:
+        """The RLOO loss ``-mean_i(A_i * sum_t log p(y_it))`` of one step's responses (rewards ``r``,
+        their log-probs ``logp`` and, with the KL term, ``logp_ref``; ``keep``: the response tokens),
+        or None if every prompt's K shaped rewards are equal (the step is skipped)."""
+        shaped = r
+        if logp_ref is not None:
+            kl = sequence_kl(logp.detach(), logp_ref, keep)
+            shaped = r - self.spec.align_kl_coef * kl.view(r.shape)
+        flat = equal_groups(shaped)
+        if bool(flat.all()):
+            return None
+        adv = leave_one_out_advantages(shaped)
+        if bool(flat.any()):
+            adv = adv.masked_fill(flat.repeat_interleave(r.shape[1]), 0.0)
+        return -(adv * (logp * keep).sum(1)).mean()

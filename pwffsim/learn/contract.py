@@ -18,7 +18,7 @@ Rules every learner keeps:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover - type hints only: the contract imports without torch
     from torch import Tensor
@@ -189,4 +189,17 @@ class MeasuresApart(Protocol):
     def measure(self, job: TrainJob, result: TrainResult) -> TrainResult:
         """``result`` (of :meth:`train` for ``job``) with its held-out metrics; ``result`` itself if
         it is already measured."""
+        ...
+
+
+@runtime_checkable
+class RunsMany(Protocol):
+    """Optional, beside :class:`Learner`: several local updates at once (the real learner batches
+    them, :mod:`pwffsim.learn.batched`). The in-process executor with ``execution.batch_clients > 1``
+    calls it with the pending jobs; a learner without it (e.g. the tests' stub) runs them one by
+    one."""
+
+    def run_many(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
+        """``[run(job) for job in jobs]``, each result equal to its :meth:`Learner.run` (up to float
+        round-off); raises what ``run`` would for any of them."""
         ...

@@ -38,15 +38,35 @@ def make_optimizer(kind: str, params: Iterable[nn.Parameter], lr: float) -> torc
     raise ValueError(f"unknown optimizer {kind!r}; expected one of {OPTIMIZERS}")
 
 
+def position_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """``[B, S - 1]``: the next-token cross-entropy (nats) at every position, 0 where the next label
+    is -100 (no loss). ``logits`` ``[B, S, V]`` at every input position, ``labels`` ``[B, S]``."""
+    tgt = labels[:, 1:]
+    lg = logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1),
+                                             ignore_index=IGNORE, reduction="none").view(tgt.shape)
+
+
 def row_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """``(sums, counts)`` per row: the summed next-token cross-entropy (nats) over the row's response
     tokens and their number. ``logits`` ``[B, S, V]`` at every input position, ``labels`` ``[B, S]``
     (-100 = no loss)."""
-    tgt = labels[:, 1:]
-    lg = logits[:, :-1].float()
-    ce = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.shape[-1]), tgt.reshape(-1),
-                                           ignore_index=IGNORE, reduction="none").view(tgt.shape)
-    return ce.sum(1), (tgt != IGNORE).sum(1)
+    return position_cross_entropy(logits, labels).sum(1), (labels[:, 1:] != IGNORE).sum(1)
+
+
+def held_out_totals(ce: Tensor, labels: Tensor, average: str) -> tuple[float, int]:
+    """One batch's part ``(total, count)`` of a held-out mean loss, from its
+    :func:`position_cross_entropy` ``ce``: ``"sample"`` the sum of its rows' means (in double) and
+    the rows with a response token, ``"token"`` the summed cross-entropy (``nll_loss``'s sum) and
+    the response tokens."""
+    valid = labels[:, 1:] != IGNORE
+    if average == "sample":
+        sums, counts = ce.sum(1), valid.sum(1)
+        has = counts > 0
+        return float((sums[has].double() / counts[has]).sum()), int(has.sum())
+    total = torch.nn.functional.nll_loss(-ce.reshape(-1, 1), torch.where(valid, 0, IGNORE).reshape(-1),
+                                         ignore_index=IGNORE, reduction="sum")
+    return float(total), int(valid.sum())
 
 
 def sample_mean(sums: Tensor, counts: Tensor) -> Tensor:

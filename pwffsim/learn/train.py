@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -36,7 +36,8 @@ from .costmodel import charged_model
 from .data import DataSpec
 from .metrics import NO_REWARDS, always_refuse_metrics, reward_metrics
 from .model import ModelSpec, build_peft_model, position_limit
-from .optim import LOSS_AVERAGES, OPTIMIZERS, make_optimizer, response_loss, row_cross_entropy
+from .optim import (LOSS_AVERAGES, OPTIMIZERS, held_out_totals, make_optimizer, position_cross_entropy,
+                    response_loss)
 from .state import GROUPS, PROX_FORMS, TrainableState
 
 __all__ = ["GROUPS", "Learner", "TrainJob", "TrainResult", "TrainSpec"]
@@ -266,23 +267,12 @@ class Learner:
             return float("nan")
         ids, labels = rows
         self.model.eval()
-        bs, per_sample = self.train_spec.batch_size, self.train_spec.loss_average == "sample"
-        total, count = 0.0, 0
+        bs, total, count = self.train_spec.batch_size, 0.0, 0
         for i in range(0, ids.shape[0], bs):
             x, y = ids[i:i + bs], labels[i:i + bs]
-            if per_sample:  # total: sum of the rows' means; count: rows with a response token
-                sums, counts = row_cross_entropy(self.model(input_ids=x).logits, y)
-                has = counts > 0
-                total += float((sums[has].double() / counts[has]).sum())
-                count += int(has.sum())
-                continue
-            logits = self.model(input_ids=x).logits[:, :-1]
-            tgt = y[:, 1:]
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                     tgt.reshape(-1), ignore_index=-100,
-                                                     reduction="sum")
-            total += float(loss)
-            count += int((tgt != -100).sum())
+            t, n = held_out_totals(position_cross_entropy(self.model(input_ids=x).logits, y), y,
+                                   self.train_spec.loss_average)
+            total, count = total + t, count + n
         return total / count if count else float("nan")
 
     def _eval_loss(self, client: int) -> float:
@@ -357,6 +347,16 @@ class Learner:
         self.trainable_state.load({**state, **personal_reset})
         return self._eval_loss(client)
 
+    def check_job(self, job: TrainJob) -> int:
+        """``job.client`` once the job is checked (client in range, preferences finite and >= 0, the
+        learner's local scheme); the errors :meth:`run` raises."""
+        c = self._check_client(job.client)
+        _check_preferences(job)
+        if job.local_scheme != self.local_scheme:
+            raise ValueError(f"a {job.local_scheme!r} job for a learner built for local_scheme "
+                             f"{self.local_scheme!r} (TrainSpec.local_scheme)")
+        return c
+
     def run(self, job: TrainJob) -> TrainResult:
         """One local update of ``job.client`` (see the class docstring); deterministic given
         ``job`` (see the module docstring): :meth:`train`, then :meth:`measure`."""
@@ -368,11 +368,7 @@ class Learner:
         the held-out metrics are NaN and ``measured`` False until :meth:`measure` (the aggregation
         needs only this part; a pool measures while the next round trains). Under ``fedrep`` and
         ``ditto`` the result comes measured (their metrics are taken between their phases)."""
-        c = self._check_client(job.client)
-        _check_preferences(job)
-        if job.local_scheme != self.local_scheme:
-            raise ValueError(f"a {job.local_scheme!r} job for a learner built for local_scheme "
-                             f"{self.local_scheme!r} (TrainSpec.local_scheme)")
+        c = self.check_job(job)
         if self.local_scheme != "joint":
             from .local_schemes import run_local_scheme
 
@@ -386,11 +382,15 @@ class Learner:
         train_loss = self._supervised_steps(c, gen, prox)
         align_reward, skipped = self.aligner.run(b.train_prompts, b.data.train, gen,
                                                  st.trainable, prox, job.pref_help, job.pref_safe)
-        flops, tokens = self._cost
-        return TrainResult(client=job.client, round=job.round, state=st.extract(),
-                           num_samples=b.train[0].shape[0], train_loss=train_loss, eval_loss=float("nan"),
-                           flops=flops, tokens=tokens, align_reward=align_reward,
-                           align_steps_skipped=skipped, measured=False)
+        return self.joint_result(job, st.extract(), train_loss, _NOT_MEASURED, align_reward, skipped, measured=False)
+
+    def run_many(self, jobs: Sequence[TrainJob]) -> list[TrainResult]:
+        """The local updates of ``jobs`` (in order), the supervised steps of those that can be
+        computed together batched (:mod:`pwffsim.learn.batched`): each result equals :meth:`run`'s
+        up to float round-off."""
+        from .batched import run_many
+
+        return run_many(self, list(jobs))
 
     def measure(self, job: TrainJob, res: TrainResult) -> TrainResult:
         """``res`` (of :meth:`train` for ``job``) with the held-out metrics of its trained state: the
@@ -410,3 +410,22 @@ class Learner:
                        objective=m["objective"], eval_loss_others=m["eval_loss_others"],
                        reward_help_borderline=m["reward_help_borderline"], eval_loss_global_only=global_only,
                        measured=True)
+
+    def joint_result(self, job: TrainJob, trained: dict[str, Tensor], train_loss: float, m: Mapping,
+                     align_reward: float, skipped: int, measured: bool = True) -> TrainResult:
+        """A joint update's result: its trained state, losses, metrics ``m`` (:meth:`_metrics`'s and
+        ``eval_loss_global_only``) and the learner's constant cost."""
+        flops, tokens = self._cost
+        return TrainResult(client=job.client, round=job.round, state=trained,
+                           num_samples=self.batches[job.client].train[0].shape[0], train_loss=train_loss,
+                           eval_loss=m["eval_loss"], flops=flops, tokens=tokens,
+                           reward_help=m["reward_help"], reward_safe=m["reward_safe"],
+                           objective=m["objective"], eval_loss_others=m["eval_loss_others"],
+                           reward_help_borderline=m["reward_help_borderline"],
+                           eval_loss_global_only=m["eval_loss_global_only"], align_reward=align_reward,
+                           align_steps_skipped=skipped, measured=measured)
+
+
+#: The held-out metrics of a result not measured yet (:meth:`Learner.train`).
+_NOT_MEASURED = {name: math.nan for name in ("eval_loss", "reward_help", "reward_safe", "objective",
+                                             "eval_loss_others", "reward_help_borderline", "eval_loss_global_only")}

@@ -115,7 +115,7 @@ def build_executor(sc: Scenario, learner: Any = None):
         return RayExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers, address=ex.address)
     if trains_in_workers(sc):
         return ProcessPoolExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers)
-    return InProcessExecutor(learner if learner is not None else build_learner(sc))
+    return InProcessExecutor(learner if learner is not None else build_learner(sc), batch_clients=ex.batch_clients)
 
 
 def build_learner_and_executor(sc: Scenario) -> tuple[Any, Any]:

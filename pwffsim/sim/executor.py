@@ -7,7 +7,8 @@ tables: in-process and process-pool runs give identical traces.
 
 * :class:`InProcessExecutor` runs a job lazily, when its result is first asked for (a job whose
   client dropped out or missed the deadline before finishing its computation is cancelled and never
-  run).
+  run); with ``execution.batch_clients > 1``, together with other pending jobs
+  (:mod:`pwffsim.sim.batching`).
 * :class:`ProcessPoolExecutor` sends each job to a pool of worker processes (``spawn``) as soon as it
   is submitted, so training overlaps the event loop and other clients' training.  Each worker builds
   its learner once (the frozen base stays loaded); a job carries only its trainable state and seeds,
@@ -86,10 +87,21 @@ class _LazyHandle:
 
 
 class InProcessExecutor:
-    def __init__(self, learner: Learner):
-        self.learner = learner
+    """Lazy: a job runs when its result is first asked for. ``batch_clients > 1`` with a learner
+    that has ``run_many``: together with up to ``batch_clients - 1`` other pending jobs
+    (:mod:`pwffsim.sim.batching`)."""
 
-    def submit(self, job: TrainJob) -> _LazyHandle:
+    def __init__(self, learner: Learner, batch_clients: int = 1):
+        self.learner = learner
+        self._batched = None
+        if batch_clients > 1 and callable(getattr(learner, "run_many", None)):
+            from .batching import PendingJobs
+
+            self._batched = PendingJobs(learner, batch_clients)
+
+    def submit(self, job: TrainJob) -> Handle:
+        if self._batched is not None:
+            return self._batched.submit(job)
         return _LazyHandle(self.learner, job)
 
     def call(self, method: str, *args: Any) -> _LazyHandle:
