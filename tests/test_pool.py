@@ -156,3 +156,36 @@ def test_a_model_the_workers_cannot_build_is_one_clear_error(tmp_path):
     with pytest.raises((ValueError, OSError, FileNotFoundError)) as err:
         Simulation(sc)
     assert "missing" in str(err.value)
+
+
+def test_group_sizes_fill_the_workers_evenly_within_the_batch_size():
+    from pwffsim.sim.pool_batches import group_sizes
+
+    assert group_sizes(5, 5, 2) == [3, 2]
+    assert group_sizes(10, 4, 2) == [3, 3, 2, 2]
+    assert group_sizes(1, 8, 2) == [1]
+    assert group_sizes(0, 8, 2) == []
+    for n in range(1, 40):
+        for size in (1, 2, 3, 8):
+            for workers in (1, 2, 3):
+                sizes = group_sizes(n, size, workers)
+                assert sum(sizes) == n and max(sizes) <= size and min(sizes) >= max(sizes) - 1
+                assert len(sizes) % workers == 0 or len(sizes) == n
+
+
+def test_pool_with_batches_equals_one_by_one_in_process():
+    over = TINY + ["fl.final_evaluation='trained'"]
+    ref = Simulation(load_scenario(None, overrides=over))
+    ref.run()
+    pooled = Simulation(load_scenario(None, overrides=over + ["execution.executor='process'", "execution.workers=2",
+                                                              "execution.batch_clients=3"]))
+    pooled.run()
+    for a, b in zip(_tables(ref), _tables(pooled)):
+        assert len(a) == len(b) > 0
+        for ra, rb in zip(a, b):
+            for k in ra:
+                x, y = ra[k], rb[k]
+                if isinstance(x, float):
+                    assert (x != x and y != y) or abs(x - y) <= 1e-5 * max(1.0, abs(x)), (k, x, y)
+                else:
+                    assert x == y, (k, x, y)

@@ -114,7 +114,8 @@ def build_executor(sc: Scenario, learner: Any = None):
 
         return RayExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers, address=ex.address)
     if trains_in_workers(sc):
-        return ProcessPoolExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers)
+        return ProcessPoolExecutor(*learner_specs(sc), torch_threads=ex.torch_threads, workers=ex.workers,
+                                   batch_clients=ex.batch_clients)
     return InProcessExecutor(learner if learner is not None else build_learner(sc), batch_clients=ex.batch_clients)
 
 

@@ -190,6 +190,11 @@ def _call_in_worker(method: str, args: tuple) -> Any:
     return getattr(_worker_learner(), method)(*args)
 
 
+def _run_many_in_worker(jobs: list) -> list:
+    """A group of (packed) jobs through the learner's batched ``run_many`` (:mod:`.pool_batches`)."""
+    return [pack_result(r) for r in _worker_learner().run_many([unpack_job(j) for j in jobs])]
+
+
 def _measurement_job(job: TrainJob) -> TrainJob:
     """What measuring needs of a job: its client, preferences and personal reset (no start state)."""
     return replace(job, start_state={}, prox_anchor=None, personal_start=None)
@@ -259,13 +264,22 @@ class _PoolHandle:
 
 
 class ProcessPoolExecutor:
-    def __init__(self, model_spec: Any, data_spec: Any, train_spec: Any, torch_threads: int, workers: int):
+    """``batch_clients > 1``: each worker computes groups of jobs together (:mod:`.pool_batches`)."""
+
+    def __init__(self, model_spec: Any, data_spec: Any, train_spec: Any, torch_threads: int, workers: int,
+                 batch_clients: int = 1):
         ctx = mp.get_context("spawn")
         self._pool = cf.ProcessPoolExecutor(
             max_workers=workers, mp_context=ctx, initializer=_init_worker,
             initargs=((model_spec, data_spec, train_spec, torch_threads), os.getpid()),
         )
         self._packs = PackCache()
+        self._batches = None
+        if batch_clients > 1:
+            from .pool_batches import PoolBatches
+
+            self._batches = PoolBatches(lambda jobs: self._submit(_run_many_in_worker, jobs), self.pack,
+                                        batch_clients, workers)
         for _ in range(workers):  # start every worker now (each spawned by a submit finding none idle)
             self._submit(_started_in_worker)
 
@@ -278,7 +292,9 @@ class ProcessPoolExecutor:
         with _sigint_ignored():
             return self._pool.submit(fn, *args)
 
-    def submit(self, job: TrainJob) -> _PoolHandle:
+    def submit(self, job: TrainJob) -> Handle:
+        if self._batches is not None:
+            return self._batches.submit(job)
         return _PoolHandle(self, job)
 
     def call(self, method: str, *args: Any) -> cf.Future:
