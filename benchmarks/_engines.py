@@ -173,6 +173,7 @@ PWFFSIM_ENGINES = {
     "pwffsim-process2": ["execution.executor=process", "execution.workers=2"],
     "pwffsim-ray2": ["execution.executor=ray", "execution.workers=2"],
     "pwffsim-batched5": ["execution.executor=inprocess", "execution.batch_clients=5"],
+    "pwffsim-process2-batched5": ["execution.executor=process", "execution.workers=2", "execution.batch_clients=5"],
 }
 
 

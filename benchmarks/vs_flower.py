@@ -67,6 +67,7 @@ ENGINES = {
     "bare2": "bare loop, 2 processes",
     "pwffsim-process2": "pwffsim, process pool, 2 workers",
     "pwffsim-ray2": "pwffsim, Ray, 2 workers",
+    "pwffsim-process2-batched5": "pwffsim, process pool, 2 workers, batched (up to 5 clients)",
     "flower2": "Flower, 2 actors",
 }
 
