@@ -140,6 +140,34 @@ def test_address_only_with_the_ray_executor():
     assert sc.execution.address == "ray://head:10001"
 
 
+@pytest.mark.parametrize("scheme", ["pwff", "ditto", "fedrep", "local-only"])
+def test_a_packed_job_is_the_job_with_its_global_part_put_once(scheme):
+    """pack/unpack through a stand-in object store: the rebuilt job equals the job (keys in order), and
+    a round's jobs put their global part (and the personal part's initial values) once."""
+    import dataclasses
+
+    from pwffsim.learn.contract import TrainJob
+    from pwffsim.learn.train import Learner
+    from pwffsim.sim.ray_transport import PartCache, SharedParts, pack, unpack
+
+    store: dict[int, dict] = {}
+
+    def put(value):
+        store[len(store)] = value
+        return len(store) - 1
+
+    sc = load_scenario(None, overrides=[*TINY, f"pwff.scheme='{scheme}'"])
+    jobs = _jobs(sc, Learner(*learner_specs(sc), torch_threads=1), [0, 1, 2, 3])
+    shared, parts = SharedParts(put), PartCache(store.__getitem__)
+    for job in jobs:
+        back = unpack(pack(job, shared), parts, TrainJob)
+        for f in dataclasses.fields(TrainJob):
+            a, b = getattr(job, f.name), getattr(back, f.name)
+            assert (list(a) == list(b) and all(a[k] is b[k] for k in a)) if isinstance(a, dict) else a == b, f.name
+    has_global, has_reset = bool(jobs[0].prox_anchor or sc.pwff.global_groups), bool(jobs[0].personal_reset)
+    assert shared.puts == parts.fetches == int(has_global) + int(has_reset)
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     from pwffsim.sim.ray_executor import import_ray, init_ray
