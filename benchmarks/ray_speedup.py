@@ -12,7 +12,8 @@ time went:
 * ``run``: the round loop and the final evaluation; ``main waits`` is the time the main spent blocked on
   results (``first wait`` of it on the first one: the actors' start-up), ``actor busy`` the time the
   actors spent in ``Learner.run``, ``final eval`` the main's final evaluation;
-* ``shared puts``: global parts put in Ray's object store (once per round version).
+* ``shared puts``: global parts put in Ray's object store (once per round version);
+* ``rounds alone``: the run less the final evaluation (Ray: less the first wait too), side by side.
 
 ``--ray-first`` adds a third run that builds the Ray executor before the simulation (and its main
 learner), passed as ``Simulation(executor=...)``: what starting Ray first would save.
@@ -134,6 +135,12 @@ def main() -> None:
         t_first = best["ray-first"]["process_wall_s"]
         print(f"ray, executor first : {t_first:7.2f} s   speed-up {t_in / t_first:.2f}x")
     print(f"traces byte-identical: {identical}   (min of {args.repeats} interleaved repeats each)")
+    # The rounds alone: the run less the final evaluation (and, for Ray, less the wait for the actors'
+    # start-up, which shows as the first wait).
+    steady_in = best["inprocess"]["run_s"] - best["inprocess"]["final_eval_s"]
+    steady_ray = best["ray"]["run_s"] - best["ray"]["final_eval_s"] - best["ray"]["first_wait_s"]
+    print(f"rounds alone        : in-process {steady_in:.2f} s, ray {steady_ray:.2f} s   "
+          f"speed-up {steady_in / steady_ray:.2f}x")
     for ex, r in best.items():
         s = r["stats"] or {}
         print(f"  {ex:10s} imports {r['imports_s']:.2f}  construct {r['construct_s']:.2f}"

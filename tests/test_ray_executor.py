@@ -140,6 +140,34 @@ def test_address_only_with_the_ray_executor():
     assert sc.execution.address == "ray://head:10001"
 
 
+@pytest.mark.parametrize("scheme", ["pwff", "ditto", "fedrep", "local-only"])
+def test_a_packed_job_is_the_job_with_its_global_part_put_once(scheme):
+    """pack/unpack through a stand-in object store: the rebuilt job equals the job (keys in order), and
+    a round's jobs put their global part (and the personal part's initial values) once."""
+    import dataclasses
+
+    from pwffsim.learn.contract import TrainJob
+    from pwffsim.learn.train import Learner
+    from pwffsim.sim.ray_transport import PartCache, SharedParts, pack, unpack
+
+    store: dict[int, dict] = {}
+
+    def put(value):
+        store[len(store)] = value
+        return len(store) - 1
+
+    sc = load_scenario(None, overrides=[*TINY, f"pwff.scheme='{scheme}'"])
+    jobs = _jobs(sc, Learner(*learner_specs(sc), torch_threads=1), [0, 1, 2, 3])
+    shared, parts = SharedParts(put), PartCache(store.__getitem__)
+    for job in jobs:
+        back = unpack(pack(job, shared), parts, TrainJob)
+        for f in dataclasses.fields(TrainJob):
+            a, b = getattr(job, f.name), getattr(back, f.name)
+            assert (list(a) == list(b) and all(a[k] is b[k] for k in a)) if isinstance(a, dict) else a == b, f.name
+    has_global, has_reset = bool(jobs[0].prox_anchor or sc.pwff.global_groups), bool(jobs[0].personal_reset)
+    assert shared.puts == parts.fetches == int(has_global) + int(has_reset)
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     from pwffsim.sim.ray_executor import import_ray, init_ray
@@ -167,58 +195,54 @@ def _same(a, b) -> bool:
     return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
 
 
-def test_actors_run_jobs_and_calls_as_the_local_learner(ray_session):
+def test_actors_run_jobs_and_calls_as_the_local_learner_and_cancel_and_close(ray_session):
     from pwffsim.learn.train import Learner
     from pwffsim.sim.ray_executor import RayExecutor
 
     sc = load_scenario(None, overrides=TINY)
     specs = learner_specs(sc)
     learner = Learner(*specs, torch_threads=1)
-    jobs = _jobs(sc, learner, [0, 1, 2, 3])
+    jobs = _jobs(sc, learner, [0, 1, 2, 3, 4, 5])
     ex = RayExecutor(*specs, torch_threads=1, workers=2)
-    handles = [ex.submit(j) for j in jobs]
+    handles = [ex.submit(j) for j in jobs[:4]]
     state = {**jobs[0].start_state}
     metrics = ex.call("evaluate_metrics", state, 1, 0.3, 0.7)
+    dropped = [ex.submit(j) for j in jobs[4:]]
+    assert all(h.cancel() for h in dropped)  # queued behind the others: never run
+    with pytest.raises(RuntimeError, match="cancelled"):
+        dropped[0].result()
     for job, h in zip(jobs, handles):
         got, want = vars(h.result()), vars(learner.run(job))
         assert got.keys() == want.keys() and all(_same(got[k], want[k]) for k in want), job.client
     assert _same(metrics.result(), learner.evaluate_metrics(state, 1, 0.3, 0.7))
-    # The global part once for the four jobs (the proximal anchor is that same part), the personal
-    # part's initial values once: two puts, not eight.
+    assert handles[0].cancel() is False  # finished
+    # The global part once for the six jobs (the proximal anchor is that same part), the personal
+    # part's initial values once: two puts, not twelve.
     assert jobs[0].prox_anchor is not None and jobs[0].personal_reset
     assert ex._shared.puts == 2
-    ex.close()
+    late = ex.submit(jobs[5])
+    ex.close()  # waits for what runs, drops what is queued
+    assert ex.stats["jobs"] == 5 and ex.stats["puts"] == 2
     assert ray_session.is_initialized(), "a Ray the executor did not start is left running"
     with pytest.raises(RuntimeError, match="closed"):
         ex.submit(jobs[0])
+    with pytest.raises(RuntimeError, match="closed"):
+        ex.call("num_samples", 0)
+    del late
 
 
-def test_cancel_close_and_abort(ray_session):
+def test_abort_kills_the_actors_at_once(ray_session):
     from pwffsim.learn.train import Learner
     from pwffsim.sim.ray_executor import RayExecutor
 
     sc = load_scenario(None, overrides=TINY)
     specs = learner_specs(sc)
-    jobs = _jobs(sc, Learner(*specs, torch_threads=1), [0, 1, 2, 3, 4, 5])
-    ex = RayExecutor(*specs, torch_threads=1, workers=1)
-    pids = ex.warm_up()
-    handles = [ex.submit(j) for j in jobs]
-    assert all(h.cancel() for h in handles[2:])  # queued behind the first ones
-    with pytest.raises(RuntimeError, match="cancelled"):
-        handles[-1].result()
-    assert [h.result().client for h in handles[:2]] == [0, 1]
-    assert handles[0].cancel() is False  # finished
-    late = ex.submit(jobs[5])
-    ex.close()  # waits for what runs, drops what is queued
-    assert ex.stats["jobs"] == 2 and ex.stats["puts"] == 2
-    with pytest.raises(RuntimeError, match="closed"):
-        ex.call("num_samples", 0)
-    del late
     ab = RayExecutor(*specs, torch_threads=1, workers=1)
     actor = ab._actors[0]
-    ab.warm_up()
-    ab.submit(jobs[0])
-    ab.abort()  # at once: the actor is killed with its job
+    assert ab.warm_up()
+    ab.submit(_jobs(sc, Learner(*specs, torch_threads=1), [0])[0])
+    t0 = time.perf_counter()
+    ab.abort()  # the actor is killed with its job
     with pytest.raises(ray_session.exceptions.RayActorError):
         ray_session.get(actor.ready.remote(), timeout=30)
-    assert pids and ray_session.is_initialized()
+    assert time.perf_counter() - t0 < 20 and ray_session.is_initialized()
