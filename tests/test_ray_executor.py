@@ -41,11 +41,13 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int):
+    """A live process's start time (None if it is gone or a zombie): with the pid, its identity."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def _child(overrides: list, out: Path) -> subprocess.Popen:
@@ -54,25 +56,31 @@ def _child(overrides: list, out: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _watch(proc: subprocess.Popen, until, timeout_s: float = 180) -> dict[int, str]:
-    """Every descendant of ``proc`` seen (pid -> command line) while polling, until ``until(seen)``
-    or the child ends."""
-    seen: dict[int, str] = {}
+def _watch(proc: subprocess.Popen, until, timeout_s: float = 180) -> dict[int, tuple[int, str]]:
+    """Every descendant of ``proc`` seen (pid -> (start time, command line)) while polling, until
+    ``until(seen)`` or the child ends."""
+    seen: dict[int, tuple[int, str]] = {}
     deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
-        for pid in descendants(proc.pid):
-            seen[pid] = _cmdline(pid) or seen.get(pid, "")  # (a worker renames itself as an actor)
+        for pid, start in descendants(proc.pid).items():
+            old = seen.get(pid, (start, ""))[1]
+            seen[pid] = (start, _cmdline(pid) or old)  # (a worker renames itself as an actor)
         if until(seen):
             break
         time.sleep(0.1)
     return seen
 
 
-def _gone(pids, timeout_s: float) -> list[int]:
+def _gone(seen: dict[int, tuple[int, str]], timeout_s: float) -> list[str]:
+    """The command lines of the processes of ``seen`` still alive after ``timeout_s`` (same pid and
+    start time: a reused pid is another process)."""
+    def left():
+        return [cmd for pid, (start, cmd) in seen.items() if _start_time(pid) == start]
+
     deadline = time.time() + timeout_s
-    while time.time() < deadline and any(_alive(p) for p in pids):
+    while time.time() < deadline and left():
         time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
+    return left()
 
 
 def _csvs(d: Path) -> dict[str, bytes]:
@@ -81,7 +89,7 @@ def _csvs(d: Path) -> dict[str, bytes]:
 
 def _kinds(seen: dict[int, str]) -> set[str]:
     names = ("gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "ray::LearnerActor", "ray_reaper")
-    return {n for n in names for cmd in seen.values() if n in cmd}
+    return {n for n in names for _, cmd in seen.values() if n in cmd}
 
 
 @linux
@@ -103,7 +111,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process(tmp_path):
     busy = [None]
 
     def actors_busy(seen):  # both actors up, then 2 s more: they have taken jobs
-        if sum("ray::LearnerActor" in c for c in seen.values()) >= 2 and busy[0] is None:
+        if sum("ray::LearnerActor" in c for _, c in seen.values()) >= 2 and busy[0] is None:
             busy[0] = time.time()
         return busy[0] is not None and time.time() - busy[0] > 2
 
@@ -114,7 +122,7 @@ def test_kill_9_of_the_driver_leaves_no_ray_process(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     left = _gone(seen, 15)
-    assert left == [], f"survived the driver: {[seen[p] for p in left]}"
+    assert left == [], f"survived the driver: {left}"
 
 
 def test_the_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, capsys):

@@ -12,7 +12,9 @@ Every :data:`POLL_S` it records the driver's descendants whose command line cont
 ``ray`` package's directory, ``ray::``), with their start times. The driver holds the write end of the
 script's stdin; end of file (the driver closed it after ``ray.shutdown()``, or the driver is gone,
 whatever killed it) makes the script ``SIGKILL`` every recorded process still alive (same pid and start
-time, so a reused pid is never hit) and exit. It ignores SIGINT (a terminal's Ctrl-C is the driver's to
+time, so a reused pid is never hit), then any worker a recorded raylet started since the last record
+(``RAY_RAYLET_PID`` in its environment: a worker spawned in the last instants; the agents are recorded
+long before, and their environment is not to be trusted once they have renamed themselves), and exit. It ignores SIGINT (a terminal's Ctrl-C is the driver's to
 handle) and runs in its own session (a kill of the driver's process group does not take it away
 before it has reaped). Linux only (``/proc``).
 """
@@ -61,25 +63,53 @@ def descendants(root: int) -> dict[int, int]:
     return out
 
 
-def record(root: int, markers: list[str], tracked: dict[int, int]) -> None:
-    """Add ``root``'s descendants that look like Ray's (a marker in the command line) to ``tracked``."""
+def record(root: int, markers: list[str], tracked: dict[int, tuple[int, str]]) -> None:
+    """Add ``root``'s descendants that look like Ray's (a marker in the command line) to ``tracked``:
+    pid -> (start time, program)."""
     me = os.getpid()
     for pid, start in descendants(root).items():
-        if pid != me and pid not in tracked and any(m in _cmdline(pid) for m in markers):
-            tracked[pid] = start
+        if pid != me and pid not in tracked:
+            cmd = _cmdline(pid)
+            if any(m in cmd for m in markers):
+                tracked[pid] = (start, cmd.split(" ", 1)[0])
 
 
-def reap(tracked: dict[int, int]) -> list[int]:
-    """SIGKILL every recorded process still alive (same start time); the pids signalled."""
-    hit = []
-    for pid, start in tracked.items():
-        st = _stat(str(pid))
-        if st is not None and st[1] == start:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                hit.append(pid)
-            except OSError:
-                pass
+def _kill(pid: int) -> bool:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+
+
+def _raylet_children(raylets: dict[int, int], markers: list[str]) -> list[int]:
+    """Live processes that a recorded raylet started (``RAY_RAYLET_PID`` in their environment, started
+    after it, a marker in their command line), wherever they were re-parented."""
+    keys = {f"RAY_RAYLET_PID={pid}".encode(): start for pid, start in raylets.items()}
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:  # (a process that renamed itself may have written over the start of its environment)
+            env = Path(f"/proc/{entry.name}/environ").read_bytes() + b"\0"
+        except OSError:
+            continue
+        st = _stat(entry.name)
+        born_after = [start for key, start in keys.items() if key + b"\0" in env]
+        if st is not None and born_after and st[1] >= born_after[0] and \
+                any(m in _cmdline(int(entry.name)) for m in markers):
+            found.append(int(entry.name))
+    return found
+
+
+def reap(tracked: dict[int, tuple[int, str]], markers: list[str] = ()) -> list[int]:
+    """SIGKILL every recorded process still alive (same pid and start time), then whatever a recorded
+    raylet started since the last record (a worker it had just spawned); the pids signalled."""
+    hit = [pid for pid, (start, _) in tracked.items()
+           if (st := _stat(str(pid))) is not None and st[1] == start and _kill(pid)]
+    raylets = {pid: start for pid, (start, program) in tracked.items() if os.path.basename(program) == "raylet"}
+    if raylets and markers:
+        hit += [pid for pid in _raylet_children(raylets, list(markers)) if pid not in hit and _kill(pid)]
     return hit
 
 
@@ -94,12 +124,12 @@ def main(argv: list[str]) -> int:
         gone.set()
 
     threading.Thread(target=wait_for_eof, daemon=True).start()
-    tracked: dict[int, int] = {}
+    tracked: dict[int, tuple[int, str]] = {}
     while True:
         record(driver, markers, tracked)
         if gone.wait(POLL_S):
             break
-    reap(tracked)
+    reap(tracked, markers)
     return 0
 
 
