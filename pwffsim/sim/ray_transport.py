@@ -50,6 +50,19 @@ class PackedJob:
     parts: dict                      # prox_anchor / personal_reset / personal_start: Shared, dict or None
 
 
+def _lru_get(cache: OrderedDict, key: Any, make: Callable[[], Any], size: int) -> tuple[Any, bool]:
+    """``cache[key]``, made by ``make()`` on a miss (the least recently used entries dropped beyond
+    ``size``), and whether it was made."""
+    value = cache.get(key)
+    if value is not None:
+        cache.move_to_end(key)
+        return value, False
+    value = cache[key] = make()
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return value, True
+
+
 def _signature(part: Mapping) -> tuple:
     return tuple((k, id(v)) for k, v in part.items())
 
@@ -63,17 +76,12 @@ class SharedParts:
         self.puts = 0  # parts actually put (the rest were found in the cache)
 
     def ref(self, part: Mapping) -> Shared:
-        sig = _signature(part)
-        hit = self._cache.get(sig)
-        if hit is None:
+        def put() -> tuple[Any, dict]:
             kept = dict(part)  # holds the tensors: their ids stay theirs while the entry lives
-            hit = (self._put(kept), kept)
-            self.puts += 1
-            self._cache[sig] = hit
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(sig)
+            return self._put(kept), kept
+
+        hit, made = _lru_get(self._cache, _signature(part), put, self._size)
+        self.puts += made
         return Shared(hit[0])
 
     def clear(self) -> None:
@@ -112,15 +120,8 @@ class PartCache:
         if not isinstance(part, Shared):
             return part  # None, or a dict sent by value
         key = part.ref.binary() if hasattr(part.ref, "binary") else part.ref
-        value = self._parts.get(key)
-        if value is None:
-            value = self._get(part.ref)
-            self.fetches += 1
-            self._parts[key] = value
-            while len(self._parts) > self._size:
-                self._parts.popitem(last=False)
-        else:
-            self._parts.move_to_end(key)
+        value, made = _lru_get(self._parts, key, lambda: self._get(part.ref), self._size)
+        self.fetches += made
         return value
 
 
